@@ -1,0 +1,79 @@
+"""The validated settings of one prediction, built from the 15 public inputs."""
+
+import os
+from dataclasses import dataclass
+
+from animate.prompts import InputError, parse_prompts
+
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the walk needs, in the walk's own names (see SPEC.md section 2)."""
+
+    prompts: tuple[str, ...]
+    width: int
+    height: int
+    num_inference_steps: int
+    prompt_strength: float
+    num_animation_frames: int
+    num_interpolation_steps: int
+    guidance_scale: float
+    frames_per_second: int
+    ping_pong: bool
+    film_interpolation: bool
+    intermediate_output: bool
+    seed: int
+    output_format: str
+
+
+def draw_seed() -> int:
+    """A seed in 0..2**32-1 from the operating system's random source."""
+    return int.from_bytes(os.urandom(4), "big")
+
+
+def settings_from_inputs(
+    prompt_start: str,
+    prompt_end: str,
+    width: int,
+    height: int,
+    num_inference_steps: int,
+    prompt_strength: float,
+    num_animation_frames: int,
+    num_interpolation_steps: int,
+    guidance_scale: float,
+    gif_frames_per_second: int,
+    gif_ping_pong: bool,
+    film_interpolation: bool,
+    intermediate_output: bool,
+    seed: int | None,
+    output_format: str,
+) -> Settings:
+    """Validate what the server schema cannot (prompt content, seed range) and fix the seed.
+
+    Bounds and choices of the other inputs are declared once, in predict.py, and enforced
+    by the server before predict() runs. Prints `Using seed: N`.
+    """
+    prompts = parse_prompts(prompt_start, prompt_end)
+    if seed is None:
+        seed = draw_seed()
+    elif not 0 <= seed <= MAX_SEED:
+        raise InputError(f"seed {seed} is out of range: use a whole number from 0 to {MAX_SEED}.")
+    print(f"Using seed: {seed}", flush=True)
+    return Settings(
+        prompts=tuple(prompts),
+        width=int(width),
+        height=int(height),
+        num_inference_steps=int(num_inference_steps),
+        prompt_strength=float(prompt_strength),
+        num_animation_frames=int(num_animation_frames),
+        num_interpolation_steps=int(num_interpolation_steps),
+        guidance_scale=float(guidance_scale),
+        frames_per_second=int(gif_frames_per_second),
+        ping_pong=bool(gif_ping_pong),
+        film_interpolation=bool(film_interpolation),
+        intermediate_output=bool(intermediate_output),
+        seed=int(seed),
+        output_format=str(output_format),
+    )

@@ -1,0 +1,102 @@
+import re
+
+import pytest
+
+from animate import InputError, Settings, parse_prompts, settings_from_inputs
+
+
+def inputs(**overrides):
+    values = dict(
+        prompt_start="a cat",
+        prompt_end="a dog",
+        width=128,
+        height=128,
+        num_inference_steps=4,
+        prompt_strength=0.8,
+        num_animation_frames=3,
+        num_interpolation_steps=2,
+        guidance_scale=7.5,
+        gif_frames_per_second=20,
+        gif_ping_pong=False,
+        film_interpolation=True,
+        intermediate_output=False,
+        seed=1,
+        output_format="gif",
+    )
+    values.update(overrides)
+    return values
+
+
+def test_prompts_are_start_then_trimmed_pieces_of_end():
+    assert parse_prompts("  a cat ", " a dog | a bird|a fish ") == [
+        "a cat",
+        "a dog",
+        "a bird",
+        "a fish",
+    ]
+    assert parse_prompts("x", "y") == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    "start, end, names",
+    [
+        ("", "a dog", "prompt_start"),
+        ("   ", "a dog", "prompt_start"),
+        ("a cat", "", "prompt_end"),
+        ("a cat", "   ", "prompt_end"),
+        ("a cat", "a||b", "position 2 of 3"),
+        ("a cat", "|", "position 1 of 2"),
+        ("a cat", "a | ", "position 2 of 2"),
+    ],
+)
+def test_empty_prompt_or_piece_is_one_clear_sentence(start, end, names):
+    with pytest.raises(InputError) as caught:
+        parse_prompts(start, end)
+    message = str(caught.value)
+    assert names in message
+    # One sentence: a single full stop, at the end, after the advice.
+    assert message.endswith(".") and message.count(". ") == 0
+
+
+def test_settings_carry_every_input_under_the_walk_names():
+    settings = settings_from_inputs(**inputs(prompt_end="b | c", gif_ping_pong=True, seed=7))
+    assert settings == Settings(
+        prompts=("a cat", "b", "c"),
+        width=128,
+        height=128,
+        num_inference_steps=4,
+        prompt_strength=0.8,
+        num_animation_frames=3,
+        num_interpolation_steps=2,
+        guidance_scale=7.5,
+        frames_per_second=20,
+        ping_pong=True,
+        film_interpolation=True,
+        intermediate_output=False,
+        seed=7,
+        output_format="gif",
+    )
+
+
+def test_given_seed_is_printed(capsys):
+    settings_from_inputs(**inputs(seed=4294967295))
+    assert "Using seed: 4294967295" in capsys.readouterr().out
+
+
+def test_missing_seed_is_drawn_from_the_os_and_printed(capsys):
+    seeds = {settings_from_inputs(**inputs(seed=None)).seed for _ in range(5)}
+    printed = re.findall(r"^Using seed: (\d+)$", capsys.readouterr().out, re.M)
+    assert sorted(int(s) for s in set(printed)) == sorted(seeds)
+    assert len(seeds) > 1
+    assert all(0 <= s <= 2**32 - 1 for s in seeds)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_seed_outside_32_bits_is_rejected(seed):
+    with pytest.raises(InputError, match="seed"):
+        settings_from_inputs(**inputs(seed=seed))
+
+
+def test_settings_reject_empty_prompt_piece():
+    with pytest.raises(InputError, match="empty prompt"):
+        settings_from_inputs(**inputs(prompt_end="a||b"))
