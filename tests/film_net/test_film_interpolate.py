@@ -1,0 +1,140 @@
+"""film_net.interpolate: recursive FILM midpoints, time blending, batching and streaming."""
+
+import itertools
+
+import pytest
+import torch
+
+import film_net
+from film_net.recursive import bisection_depth
+
+
+class RecordingModel:
+    """A stand-in for FilmNet that records its calls. Its 'midpoint' is deliberately not
+    linear in the inputs, so a blend of two of its frames is never one of its frames."""
+
+    def __init__(self, midpoint=None):
+        self.midpoint = midpoint or (lambda x0, x1: (x0 + x1) / 2 + 0.25 * (x1 - x0) ** 2)
+        self.batch_sizes = []
+        self.outputs = []
+
+    def __call__(self, x0, x1):
+        assert torch.is_inference_mode_enabled()
+        self.batch_sizes.append(len(x0))
+        output = self.midpoint(x0, x1)
+        self.outputs.extend(output.clamp(0, 1))
+        return output
+
+
+def constant_keyframes(values, size=(4, 6)):
+    """Keyframes (K, 3, *size), keyframe k filled with values[k]."""
+    return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, *size).contiguous()
+
+
+@pytest.mark.parametrize("keyframe_count", [2, 3])
+@pytest.mark.parametrize("steps", [1, 2, 3, 5, 8])
+def test_frame_count_and_order_with_keyframes_exact(keyframe_count, steps):
+    keyframes = torch.rand(keyframe_count, 3, 4, 6)
+    frames = list(film_net.interpolate(RecordingModel(), keyframes, steps))
+    assert len(frames) == (keyframe_count - 1) * steps + 1
+    for k in range(keyframe_count):
+        assert torch.equal(frames[k * steps], keyframes[k])
+    assert all(frame.shape == (3, 4, 6) for frame in frames)
+
+
+@pytest.mark.parametrize("steps", [3, 5, 6, 7])
+def test_in_betweens_are_blended_linearly_in_time(steps):
+    # With the average as midpoint, the FILM frame at time t is exactly t (0 -> 1), so every
+    # frame must be its own time j / steps whatever the blend weights are made of.
+    model = RecordingModel(lambda x0, x1: (x0 + x1) / 2)
+    frames = list(film_net.interpolate(model, constant_keyframes([0.0, 1.0, 0.0]), steps))
+    times = [j / steps for j in range(steps)] + [1 - j / steps for j in range(steps)] + [0.0]
+    for frame, time in zip(frames, times, strict=True):
+        torch.testing.assert_close(frame, torch.full_like(frame, time), rtol=0, atol=1e-6)
+    # Bisection depth ceil(log2 S): 2^d - 1 midpoints per gap.
+    assert sum(model.batch_sizes) == 2 * (2 ** bisection_depth(steps) - 1)
+
+
+@pytest.mark.parametrize("steps", [2, 4, 8])
+def test_power_of_two_steps_use_only_model_frames(steps):
+    model = RecordingModel()
+    keyframes = torch.rand(3, 3, 4, 6)
+    frames = list(film_net.interpolate(model, keyframes, steps))
+    in_betweens = [frame for i, frame in enumerate(frames) if i % steps != 0]
+    assert len(in_betweens) == 2 * (steps - 1) == len(model.outputs)
+    for frame in in_betweens:
+        assert any(torch.equal(frame, output) for output in model.outputs)
+
+
+def test_non_power_of_two_steps_blend_between_the_two_nearest_film_frames():
+    model = RecordingModel()
+    keyframes = constant_keyframes([0.1, 0.9])
+    frames = list(film_net.interpolate(model, keyframes, 3))
+    # Depth 2: FILM frames F at 0, 1/4, 1/2, 3/4, 1. Time 1/3 lies between 1/4 and 1/2,
+    # a third of the way; time 2/3 between 1/2 and 3/4, two thirds of the way.
+    mid = model.midpoint(keyframes[:1], keyframes[1:]).clamp(0, 1)[0]
+    quarter = model.midpoint(keyframes[0], mid).clamp(0, 1)
+    three_quarters = model.midpoint(mid, keyframes[1]).clamp(0, 1)
+    torch.testing.assert_close(frames[1], quarter + (mid - quarter) / 3)
+    torch.testing.assert_close(frames[2], mid + 2 * (three_quarters - mid) / 3)
+
+
+def test_matches_direct_calls_of_a_tiny_film_net():
+    torch.manual_seed(0)
+    model = film_net.FilmNet(film_net.TINY_OPTIONS).eval()
+    keyframes = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        half = model(keyframes[:1], keyframes[1:]).clamp(0, 1)
+        quarter = model(keyframes[:1], half).clamp(0, 1)
+        three_quarters = model(half, keyframes[1:]).clamp(0, 1)
+    frames = list(film_net.interpolate(model, keyframes, 4))
+    expected = [keyframes[0], quarter[0], half[0], three_quarters[0], keyframes[1]]
+    for frame, reference in zip(frames, expected, strict=True):
+        torch.testing.assert_close(frame, reference, rtol=0, atol=1e-5)
+    assert frames[2].std() > 1e-3
+
+
+def test_model_calls_are_batched_across_gaps_and_bounded_by_max_batch():
+    model = RecordingModel()
+    list(film_net.interpolate(model, torch.rand(6, 3, 4, 6), 4, max_batch=4))
+    # Chunks of 2 gaps (2 pairs each at the finest level): levels of 2 then 4 pairs.
+    assert model.batch_sizes == [2, 4, 2, 4, 1, 2]
+
+    model = RecordingModel()
+    list(film_net.interpolate(model, torch.rand(2, 3, 4, 6), 8, max_batch=3))
+    assert max(model.batch_sizes) <= 3 and sum(model.batch_sizes) == 7
+
+
+def test_frames_stream_one_chunk_at_a_time():
+    model = RecordingModel()
+    frames = film_net.interpolate(model, torch.rand(5, 3, 4, 6), 4, max_batch=2)
+    first_gap = list(itertools.islice(frames, 4))
+    assert len(first_gap) == 4
+    assert sum(model.batch_sizes) == 3  # only the first gap's midpoints so far
+    assert len(list(frames)) == 3 * 4 + 1
+
+
+def test_in_betweens_have_the_keyframes_dtype_and_stay_in_range():
+    model = film_net.FilmNet(film_net.TINY_OPTIONS).to(torch.bfloat16).eval()
+    frames = list(film_net.interpolate(model, torch.rand(2, 3, 64, 64), 3))
+    assert all(frame.dtype == torch.float32 for frame in frames)
+    assert all(0 <= frame.min() and frame.max() <= 1 for frame in frames)
+
+
+@pytest.mark.parametrize(
+    ("keyframes", "steps", "message"),
+    [
+        (torch.rand(3, 4, 4), 2, "shape"),
+        (torch.rand(2, 3, 4, 4), 0, "steps"),
+        (torch.rand(2, 3, 4, 4), 2.0, "steps"),
+    ],
+)
+def test_bad_arguments_are_rejected(keyframes, steps, message):
+    with pytest.raises(ValueError, match=message):
+        next(film_net.interpolate(RecordingModel(), keyframes, steps))
+
+
+def test_a_single_keyframe_is_the_whole_animation():
+    keyframes = torch.rand(1, 3, 4, 6)
+    frames = list(film_net.interpolate(RecordingModel(), keyframes, 5))
+    assert len(frames) == 1 and torch.equal(frames[0], keyframes[0])
