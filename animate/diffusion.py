@@ -1,0 +1,230 @@
+"""The diffusion part of the walk: noise, shared start, batched keyframes, VAE decode.
+
+SPEC.md section 2, items 3-5. The denoising loop follows diffusers' StableDiffusionPipeline
+step for step (scale_model_input, one UNet call for both guidance halves, scheduler.step),
+so one keyframe equals what that pipeline gives for the same inputs.
+"""
+
+import copy
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+LATENT_CHANNELS = 4
+VAE_SCALE = 8  # the VAE turns an (H, W) image into (H/8, W/8) latents
+
+# Batch sizes on CPU: larger batches do not run faster there and cost memory.
+CPU_KEYFRAME_BATCH = 4
+CPU_DECODE_BATCH = 2
+# On CUDA the batch is what fits in half the free memory, by these estimates of the peak
+# activation bytes per element-sized unit (measured on SD 1.5 with the math attention
+# kernel, the most memory-hungry one), and at most these many: bigger batches stop paying.
+UNET_BYTES_PER_LATENT_PIXEL = 64 * 1024  # per UNet sample, in fp16
+VAE_BYTES_PER_IMAGE_PIXEL = 1536  # per decoded image, in fp16
+MAX_KEYFRAME_BATCH = 16
+MAX_DECODE_BATCH = 8
+
+CancelCheck = Callable[[], None] | None
+
+
+def initial_noise(seed: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """x_T, (1, 4, H/8, W/8), drawn in float32 on the CPU from the seed, then moved.
+
+    Drawing on the CPU gives the same noise on every device (CUDA generators differ).
+    """
+    generator = torch.Generator("cpu").manual_seed(seed)
+    shape = (1, LATENT_CHANNELS, height // VAE_SCALE, width // VAE_SCALE)
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+def batch_size_for(device: torch.device, bytes_per_item: int, cpu_batch: int, max_batch: int) -> int:
+    """Items per batch: a fixed small number on CPU; on CUDA what fits in half the free memory."""
+    if device.type != "cuda":
+        return cpu_batch
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(max_batch, int(free_bytes * 0.5) // bytes_per_item))
+
+
+def keyframe_batch_size(device: torch.device, latents: torch.Tensor, guided: bool) -> int:
+    """How many keyframes to denoise per UNet call, from the latent size (1, 4, h, w)."""
+    latent_pixels = latents.shape[-2] * latents.shape[-1]
+    samples_per_keyframe = 2 if guided else 1
+    per_keyframe = UNET_BYTES_PER_LATENT_PIXEL * latent_pixels * samples_per_keyframe
+    per_keyframe = per_keyframe * latents.element_size() // 2
+    return batch_size_for(device, per_keyframe, CPU_KEYFRAME_BATCH, MAX_KEYFRAME_BATCH)
+
+
+def decode_batch_size(device: torch.device, latents: torch.Tensor) -> int:
+    """How many latents (B, 4, h, w) to decode per VAE call."""
+    image_pixels = latents.shape[-2] * latents.shape[-1] * VAE_SCALE * VAE_SCALE
+    per_image = VAE_BYTES_PER_IMAGE_PIXEL * image_pixels * latents.element_size() // 2
+    return batch_size_for(device, per_image, CPU_DECODE_BATCH, MAX_DECODE_BATCH)
+
+
+def uses_guidance(guidance_scale: float) -> bool:
+    """Classifier-free guidance changes nothing at scale 1, so its half is skipped, as in diffusers."""
+    return guidance_scale > 1.0
+
+
+def guided_noise(
+    unet: UNet2DConditionModel,
+    scheduler: SchedulerMixin,
+    latents: torch.Tensor,
+    timestep: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    guidance_scale: float,
+) -> torch.Tensor:
+    """Noise prediction with classifier-free guidance, (B, 4, h, w).
+
+    latents (B, 4, h, w); cond (B, L, D), one embedding per latent; uncond (1, L, D).
+    Both halves go through the UNet in ONE call of batch 2B: [uncond..., cond...].
+    """
+    batch = latents.shape[0]
+    if not uses_guidance(guidance_scale):
+        model_input = scheduler.scale_model_input(latents, timestep)
+        return unet(model_input, timestep, encoder_hidden_states=cond, return_dict=False)[0]
+    model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timestep)
+    embeddings = torch.cat([uncond.expand(batch, -1, -1), cond])
+    noise = unet(model_input, timestep, encoder_hidden_states=embeddings, return_dict=False)[0]
+    noise_uncond, noise_cond = noise.chunk(2)
+    return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+
+
+def denoise(
+    unet: UNet2DConditionModel,
+    scheduler: SchedulerMixin,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    guidance_scale: float,
+    label: str,
+    step_offset: int,
+    total_steps: int,
+    cancel_check: CancelCheck = None,
+) -> torch.Tensor:
+    """Run `scheduler` over `timesteps` from latents (B, 4, h, w); returns the new latents.
+
+    Prints "<label>: step i/total" per step; calls cancel_check before each step.
+    """
+    for index, timestep in enumerate(timesteps):
+        if cancel_check is not None:
+            cancel_check()
+        noise = guided_noise(unet, scheduler, latents, timestep, cond, uncond, guidance_scale)
+        latents = scheduler.step(noise, timestep, latents, return_dict=False)[0]
+        print(f"{label}: step {step_offset + index + 1}/{total_steps}", flush=True)
+    return latents
+
+
+def shared_step_count(num_inference_steps: int, prompt_strength: float) -> int:
+    """n_shared = int(T * (1 - prompt_strength)) steps run once for all keyframes."""
+    return int(num_inference_steps * (1 - prompt_strength))
+
+
+def shared_denoise(
+    unet: UNet2DConditionModel,
+    scheduler: SchedulerMixin,
+    noise: torch.Tensor,
+    num_inference_steps: int,
+    prompt_strength: float,
+    middle_embedding: torch.Tensor,
+    uncond: torch.Tensor,
+    guidance_scale: float,
+    cancel_check: CancelCheck = None,
+) -> tuple[torch.Tensor, SchedulerMixin, torch.Tensor]:
+    """The shared start: set the scheduler up and run its first n_shared steps once.
+
+    noise: x_T (1, 4, h, w); middle_embedding (1, L, D) at walk position 0.5.
+    Returns (latent (1, 4, h, w), the scheduler in its state after those steps, the
+    timesteps still to run). `scheduler` itself is not changed.
+    """
+    scheduler = copy.deepcopy(scheduler)
+    scheduler.set_timesteps(num_inference_steps, device=noise.device)
+    timesteps = scheduler.timesteps
+    n_shared = shared_step_count(num_inference_steps, prompt_strength)
+    latents = noise * scheduler.init_noise_sigma
+    latents = denoise(
+        unet, scheduler, latents, timesteps[:n_shared], middle_embedding, uncond,
+        guidance_scale, "shared start", 0, len(timesteps), cancel_check,
+    )
+    return latents, scheduler, timesteps[n_shared:]
+
+
+def denoise_keyframes(
+    unet: UNet2DConditionModel,
+    scheduler: SchedulerMixin,
+    shared_latent: torch.Tensor,
+    remaining_timesteps: torch.Tensor,
+    keyframe_embeddings: torch.Tensor,
+    uncond: torch.Tensor,
+    guidance_scale: float,
+    batch_size: int,
+    cancel_check: CancelCheck = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Finish every keyframe from the shared latent, `batch_size` keyframes per UNet call.
+
+    shared_latent (1, 4, h, w); keyframe_embeddings (K, L, D); `scheduler` is in its state
+    after the shared steps and is deep-copied per batch, so each batch (and each keyframe
+    within it) continues from exactly that state. Yields (index of the batch's first
+    keyframe, latents (B, 4, h, w)) as each batch is done.
+    """
+    count = keyframe_embeddings.shape[0]
+    total_steps = len(scheduler.timesteps)
+    done_steps = total_steps - len(remaining_timesteps)
+    for start in range(0, count, batch_size):
+        stop = min(start + batch_size, count)
+        batch_scheduler = copy.deepcopy(scheduler)
+        latents = shared_latent.expand(stop - start, -1, -1, -1).clone()
+        started = time.perf_counter()
+        latents = denoise(
+            unet, batch_scheduler, latents, remaining_timesteps, keyframe_embeddings[start:stop],
+            uncond, guidance_scale, f"keyframes {start + 1}-{stop} of {count}", done_steps,
+            total_steps, cancel_check,
+        )
+        print(f"keyframes {start + 1}-{stop}: {time.perf_counter() - started:.2f}s", flush=True)
+        yield start, latents
+
+
+def decode_chunk(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """VAE decode of latents (B, 4, h, w) in the VAE's dtype: images (B, 3, H, W) in [0, 1], float32."""
+    scaled = latents.to(vae.dtype) / vae.config.scaling_factor
+    images = vae.decode(scaled, return_dict=False)[0]
+    return (images.float() / 2 + 0.5).clamp(0, 1)
+
+
+def decode_chunk_in_float32(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """decode_chunk with the VAE upcast to float32 for the call (fp16 overflows to NaN at times)."""
+    dtype = vae.dtype
+    vae.to(torch.float32)
+    try:
+        return decode_chunk(vae, latents.float())
+    finally:
+        vae.to(dtype)
+
+
+def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Decode latents (B, 4, h, w) to images (B, 3, H, W) in [0, 1], float32, in chunks.
+
+    A chunk whose reduced-precision decode contains NaN is decoded again in float32, so
+    NaN never reaches the output; NaN even then (broken latents) raises RuntimeError.
+    """
+    if batch_size is None:
+        batch_size = decode_batch_size(latents.device, latents)
+    chunks = []
+    for start in range(0, latents.shape[0], batch_size):
+        chunk = latents[start : start + batch_size]
+        images = decode_chunk(vae, chunk)
+        if torch.isnan(images).any() and vae.dtype != torch.float32:
+            print(f"VAE decode in {vae.dtype} gave NaN; decoding again in float32", flush=True)
+            images = decode_chunk_in_float32(vae, chunk)
+        if torch.isnan(images).any():
+            raise RuntimeError(
+                "The VAE decoded NaN even in float32, so the denoised latents are broken: "
+                "try another seed or fewer inference steps."
+            )
+        chunks.append(images)
+    return torch.cat(chunks)

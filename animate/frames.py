@@ -1,0 +1,55 @@
+"""Frames between the stages: float images on the device -> uint8 on the host -> files."""
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Images (B, 3, H, W) or one (3, H, W) in [0, 1] -> uint8 (B, H, W, 3) or (H, W, 3) on the host.
+
+    Rounds like diffusers' numpy_to_pil (x * 255, rounded).
+    """
+    scaled = (images.float() * 255).round().clamp(0, 255).to(torch.uint8)
+    return scaled.movedim(-3, -1).cpu().numpy()
+
+
+def write_png(image: np.ndarray, path: Path) -> Path:
+    """Write a uint8 (H, W, 3) image as PNG under a temporary name, then rename it into place,
+    so a reader never sees half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        Image.fromarray(image).save(partial, format="PNG")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def ping_pong(frames: Iterable[np.ndarray], spool_dir: Path | None = None) -> Iterator[np.ndarray]:
+    """frames + reversed(frames[1:-1]) for uint8 (H, W, 3) frames, with flat host memory.
+
+    The forward frames are yielded as they come and also written to a raw temporary file,
+    which is then read back from the end, one frame at a time. Nothing is rendered twice.
+    """
+    with tempfile.TemporaryFile(dir=spool_dir) as spool:
+        shape = None
+        count = 0
+        for frame in frames:
+            shape = frame.shape if shape is None else shape
+            if frame.shape != shape or frame.dtype != np.uint8:
+                raise ValueError(f"frames must all be uint8 {shape}, got {frame.dtype} {frame.shape}")
+            spool.write(np.ascontiguousarray(frame).tobytes())
+            count += 1
+            yield frame
+        if count < 3:
+            return
+        frame_bytes = int(np.prod(shape))
+        for index in range(count - 2, 0, -1):
+            spool.seek(index * frame_bytes)
+            yield np.frombuffer(spool.read(frame_bytes), dtype=np.uint8).reshape(shape)

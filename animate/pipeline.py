@@ -1,0 +1,189 @@
+"""The whole walk of SPEC.md section 2, one named stage after another.
+
+prompts -> text embeddings -> keyframe embeddings -> shared start -> keyframe batches
+(denoise, decode, safety check, [keyframe PNGs]) -> in-betweens -> [ping-pong] -> encoder
+-> the animation file, yielded last.
+"""
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from animate.diffusion import (
+    decode_batch_size,
+    decode_latents,
+    denoise_keyframes,
+    initial_noise,
+    keyframe_batch_size,
+    shared_denoise,
+    uses_guidance,
+)
+from animate.encode import encode_gif, encode_mp4
+from animate.frames import ping_pong, to_uint8, write_png
+from animate.inbetween import film_frames, latent_frames
+from animate.plan import KeyframePlan
+from animate.safety import check_keyframes
+from animate.settings import Settings
+from animate.slerp import slerp
+from animate.text import encode_prompts
+from animate.weights import Components
+
+CancelCheck = Callable[[], None] | None
+
+
+def log_time(stage: str, seconds: float) -> None:
+    print(f"{stage} took {seconds:.2f}s", flush=True)
+
+
+def plan_for(settings: Settings) -> KeyframePlan:
+    return KeyframePlan(
+        num_prompts=len(settings.prompts),
+        keyframes_per_segment=settings.num_animation_frames,
+        interpolation_steps=settings.num_interpolation_steps,
+        ping_pong=settings.ping_pong,
+    )
+
+
+def keyframe_embeddings(plan: KeyframePlan, prompt_embeddings: torch.Tensor) -> torch.Tensor:
+    """Conditional embedding of each keyframe, (K, L, D): slerp(t, e_p, e_p+1) per keyframe.
+
+    prompt_embeddings (P, L, D); each (L, D) embedding is slerped as one vector.
+    """
+    times = plan.keyframe_times()
+    segments = torch.tensor([segment for segment, _ in times], device=prompt_embeddings.device)
+    t = torch.tensor([t for _, t in times], device=prompt_embeddings.device)
+    return slerp(t, prompt_embeddings[segments], prompt_embeddings[segments + 1])
+
+
+def walk_embedding(plan: KeyframePlan, prompt_embeddings: torch.Tensor, position: float) -> torch.Tensor:
+    """The embedding (1, L, D) at a fraction `position` of the whole walk."""
+    segment, t = plan.walk_position(position)
+    return slerp(t, prompt_embeddings[segment : segment + 1], prompt_embeddings[segment + 1 : segment + 2])
+
+
+def render_keyframes(
+    components: Components,
+    settings: Settings,
+    plan: KeyframePlan,
+    embeddings: torch.Tensor,
+    middle: torch.Tensor,
+    uncond: torch.Tensor,
+    cancel_check: CancelCheck,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Shared start, then keyframe batches. Yields (first index, latents (B, 4, h, w),
+    images (B, 3, H, W) in [0, 1]) per batch, each decoded and safety-checked."""
+    started = time.perf_counter()
+    noise = initial_noise(settings.seed, settings.height, settings.width, components.device, components.dtype)
+    shared, scheduler, remaining = shared_denoise(
+        components.unet, components.scheduler, noise, settings.num_inference_steps,
+        settings.prompt_strength, middle, uncond, settings.guidance_scale, cancel_check,
+    )
+    log_time("shared start", time.perf_counter() - started)
+    batch_size = keyframe_batch_size(components.device, shared, uses_guidance(settings.guidance_scale))
+    print(f"Denoising {plan.num_keyframes} keyframes, {batch_size} per batch", flush=True)
+    batches = denoise_keyframes(
+        components.unet, scheduler, shared, remaining, embeddings, uncond,
+        settings.guidance_scale, batch_size, cancel_check,
+    )
+    for start, latents in batches:
+        images = decode_latents(components.vae, latents)
+        check_keyframes(
+            components.safety_checker, components.feature_extractor, images, start, plan.num_keyframes
+        )
+        yield start, latents, images
+
+
+def animation_frames(
+    components: Components,
+    settings: Settings,
+    keyframe_latents: torch.Tensor,
+    keyframe_images: torch.Tensor,
+) -> Iterator[torch.Tensor]:
+    """The F frames (3, H, W) in order, with FILM or with slerped latents."""
+    steps = settings.num_interpolation_steps
+    if settings.film_interpolation:
+        return film_frames(components.film, keyframe_images, steps)
+    batch_size = decode_batch_size(components.device, keyframe_latents)
+    return latent_frames(components.vae, keyframe_latents, keyframe_images, steps, batch_size)
+
+
+def host_frames(frames: Iterable[torch.Tensor], total: int, timer: list[float]) -> Iterator[np.ndarray]:
+    """uint8 (H, W, 3) frames on the host, logging progress; adds the time spent making
+    them (not encoding them) to timer[0]."""
+    every = max(1, total // 10)
+    iterator = iter(frames)
+    for number in range(1, total + 1):
+        started = time.perf_counter()
+        frame = to_uint8(next(iterator))
+        timer[0] += time.perf_counter() - started
+        if number % every == 0 or number == total:
+            print(f"frames interpolated: {number}/{total}", flush=True)
+        yield frame
+
+
+def encode_animation(
+    settings: Settings, frames: Iterable[np.ndarray], keyframes: np.ndarray, path: Path, num_frames: int
+) -> None:
+    """Stream the frames (uint8 (H, W, 3)) into the GIF or MP4 at `path`."""
+    if settings.output_format == "gif":
+        encode_gif(frames, path, settings.frames_per_second, keyframes, num_frames)
+    elif settings.output_format == "mp4":
+        encode_mp4(frames, path, settings.frames_per_second)
+    else:
+        raise ValueError(f"unknown output_format {settings.output_format!r}")
+
+
+@torch.inference_mode()
+def animate(
+    components: Components, settings: Settings, output_dir: str | Path, cancel_check: CancelCheck = None
+) -> Iterator[Path]:
+    """Run the walk; yield keyframe-NNN.png files (with intermediate_output) as each batch of
+    keyframes is ready, then animation.gif / animation.mp4 last.
+
+    cancel_check, when given, is called before every denoising step and may raise.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_for(settings)
+    print(
+        f"Walk over {len(settings.prompts)} prompts: {plan.num_keyframes} keyframes, "
+        f"{plan.num_frames} frames, {plan.num_output_frames} in the animation",
+        flush=True,
+    )
+
+    started = time.perf_counter()
+    prompt_embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, list(settings.prompts))
+    embeddings = keyframe_embeddings(plan, prompt_embeddings)
+    middle = walk_embedding(plan, prompt_embeddings, 0.5)
+    log_time("text encoding", time.perf_counter() - started)
+
+    started = time.perf_counter()
+    latents, images = [], []
+    for start, batch_latents, batch_images in render_keyframes(
+        components, settings, plan, embeddings, middle, uncond, cancel_check
+    ):
+        latents.append(batch_latents)
+        images.append(batch_images)
+        if settings.intermediate_output:
+            for offset, picture in enumerate(to_uint8(batch_images)):
+                yield write_png(picture, output_dir / f"keyframe-{start + offset:03d}.png")
+    keyframe_latents, keyframe_images = torch.cat(latents), torch.cat(images)
+    log_time("keyframes (denoise, decode, safety check)", time.perf_counter() - started)
+
+    started = time.perf_counter()
+    frame_time = [0.0]
+    frames = host_frames(
+        animation_frames(components, settings, keyframe_latents, keyframe_images), plan.num_frames, frame_time
+    )
+    if settings.ping_pong:
+        frames = ping_pong(frames, output_dir)
+    path = output_dir / f"animation.{settings.output_format}"
+    print(f"Encoding {path.name}: {plan.num_output_frames} frames at {settings.frames_per_second} fps", flush=True)
+    encode_animation(settings, frames, to_uint8(keyframe_images), path, plan.num_output_frames)
+    total = time.perf_counter() - started
+    log_time(f"in-betweens ({'FILM' if settings.film_interpolation else 'latent slerp'})", frame_time[0])
+    log_time("encoding", total - frame_time[0])
+    yield path

@@ -1,0 +1,40 @@
+"""Encode each prompt once with the CLIP text encoder (SPEC.md section 2, item 2)."""
+
+import torch
+from transformers import CLIPTextModel, CLIPTokenizer
+
+
+def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
+    """Token ids (len(prompts), L) padded and truncated to L = tokenizer.model_max_length.
+
+    Prints which prompts were cut and the words dropped, since the end of a long prompt
+    has no effect on the image.
+    """
+    limit = tokenizer.model_max_length
+    ids = tokenizer(
+        prompts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt"
+    ).input_ids
+    full = tokenizer(prompts, padding=False, truncation=False).input_ids
+    for number, (prompt_ids, prompt) in enumerate(zip(full, prompts), start=1):
+        if len(prompt_ids) > limit:
+            # Everything between the kept tokens and the closing end-of-text token is lost.
+            dropped = tokenizer.decode(prompt_ids[limit - 1 : -1])
+            print(
+                f"Prompt {number} is {len(prompt_ids)} tokens long and the text encoder reads "
+                f"{limit}, so this end was cut: {dropped!r}",
+                flush=True,
+            )
+    return ids
+
+
+def encode_prompts(
+    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings of the P prompts, (P, L, D), and of the empty prompt, (1, L, D).
+
+    All P+1 texts go through the encoder in one call, on the encoder's device and dtype,
+    as diffusers does: the last hidden state, no attention mask (SD 1.x was trained so).
+    """
+    ids = tokenize(tokenizer, [*prompts, ""]).to(text_encoder.device)
+    hidden = text_encoder(ids, return_dict=False)[0]
+    return hidden[:-1], hidden[-1:]

@@ -1,0 +1,186 @@
+"""Load the models of the walk from a local weights directory, never from the network.
+
+Layout (the same for real and tiny weights):
+    <weights_dir>/stable-diffusion/   diffusers layout: model_index.json, unet/, vae/,
+                                      text_encoder/, tokenizer/, scheduler/,
+                                      [safety_checker/, feature_extractor/]
+    <weights_dir>/film_net/film_net_style.safetensors
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Offline before the Hugging Face libraries read their settings: loading must never reach
+# the network, even to check for updates (local_files_only below says the same per call).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import diffusers  # noqa: E402
+import torch  # noqa: E402
+from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
+from diffusers.pipelines.stable_diffusion.safety_checker import (  # noqa: E402
+    StableDiffusionSafetyChecker,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from transformers import CLIPImageProcessorPil, CLIPTextModel, CLIPTokenizer  # noqa: E402
+
+import film_net  # noqa: E402
+
+STABLE_DIFFUSION_DIR = "stable-diffusion"
+FILM_FILE = Path("film_net") / "film_net_style.safetensors"
+HOW_TO_GET_WEIGHTS = (
+    "run script/download-weights, or build tiny test weights with "
+    "`python -m animate.tiny weights/tiny` and set ANIMATE_WEIGHTS=weights/tiny"
+)
+
+
+class WeightsError(RuntimeError):
+    """Weights are missing or unreadable; the message names the path and the fix."""
+
+
+@dataclass
+class Components:
+    """Everything the walk runs, loaded once per process (see DESIGN.md)."""
+
+    tokenizer: CLIPTokenizer
+    text_encoder: CLIPTextModel
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    scheduler: SchedulerMixin
+    safety_checker: StableDiffusionSafetyChecker | None
+    feature_extractor: CLIPImageProcessorPil | None
+    film: film_net.FilmNet | None
+    device: torch.device
+    dtype: torch.dtype
+
+
+def require(path: Path) -> Path:
+    """Return path, or raise WeightsError naming it and how to get the weights."""
+    if not path.exists():
+        raise WeightsError(f"Model weights not found at {path}: {HOW_TO_GET_WEIGHTS}.")
+    return path
+
+
+def weight_file(folder: Path, stem: str) -> tuple[Path, str | None]:
+    """The safetensors file of a component folder and its diffusers variant.
+
+    Prefers `<stem>.fp16.safetensors` (what script/download-weights fetches) over
+    `<stem>.safetensors`; raises WeightsError when neither exists.
+    """
+    require(folder / "config.json")
+    half = folder / f"{stem}.fp16.safetensors"
+    if half.exists():
+        return half, "fp16"
+    return require(folder / f"{stem}.safetensors"), None
+
+
+def check_safetensors(path: Path) -> None:
+    """Open the file: safetensors checks that its header covers the file exactly, so a
+    truncated or foreign file fails here with its name instead of deep inside a loader."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as error:  # safetensors raises its own error types for bad files
+        raise WeightsError(
+            f"Model weights file {path} is corrupt or truncated ({error}): "
+            f"delete it and fetch it again ({HOW_TO_GET_WEIGHTS})."
+        ) from error
+
+
+def load_model(model_class, folder: Path, stem: str, dtype: torch.dtype):
+    """from_pretrained of one diffusers/transformers model folder, offline, in dtype."""
+    path, variant = weight_file(folder, stem)
+    check_safetensors(path)
+    try:
+        return model_class.from_pretrained(
+            folder,
+            torch_dtype=dtype,
+            variant=variant,
+            use_safetensors=True,
+            local_files_only=True,
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        raise WeightsError(
+            f"Could not load {folder} ({error}): fetch the weights again ({HOW_TO_GET_WEIGHTS})."
+        ) from error
+
+
+def load_scheduler(folder: Path) -> SchedulerMixin:
+    """The scheduler class named in scheduler_config.json, with that configuration."""
+    config_path = require(folder / "scheduler_config.json")
+    class_name = json.loads(config_path.read_text()).get("_class_name", "")
+    scheduler_class = getattr(diffusers, class_name, None)
+    if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, SchedulerMixin)):
+        raise WeightsError(
+            f"{config_path} names scheduler {class_name!r}, which diffusers does not have: "
+            f"fetch the weights again ({HOW_TO_GET_WEIGHTS})."
+        )
+    return scheduler_class.from_pretrained(folder, local_files_only=True)
+
+
+def load_tokenizer(folder: Path) -> CLIPTokenizer:
+    require(folder / "vocab.json")
+    require(folder / "merges.txt")
+    return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def load_safety_checker(
+    sd_dir: Path, device: torch.device, dtype: torch.dtype
+) -> tuple[StableDiffusionSafetyChecker | None, CLIPImageProcessorPil | None]:
+    """The safety checker and its image processor, or (None, None) when not shipped."""
+    folder = sd_dir / "safety_checker"
+    if not folder.exists():
+        return None, None
+    checker = load_model(StableDiffusionSafetyChecker, folder, "model", dtype).to(device).eval()
+    processor_folder = sd_dir / "feature_extractor"
+    require(processor_folder / "preprocessor_config.json")
+    # The PIL processor: the default CLIPImageProcessor would need torchvision.
+    processor = CLIPImageProcessorPil.from_pretrained(processor_folder, local_files_only=True)
+    return checker, processor
+
+
+def load_film(weights_dir: Path, device: torch.device, dtype: torch.dtype) -> film_net.FilmNet:
+    path = require(weights_dir / FILM_FILE)
+    check_safetensors(path)
+    try:
+        return film_net.load(path, device, dtype)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise WeightsError(
+            f"Could not load FILM weights {path} ({error}): fetch them again ({HOW_TO_GET_WEIGHTS})."
+        ) from error
+
+
+def load_components(weights_dir: str | Path, device: str | torch.device, dtype: torch.dtype) -> Components:
+    """Load every model of the walk from weights_dir onto device in dtype (fp16 on CUDA).
+
+    Raises WeightsError, in one sentence naming the path and the fix, when something is
+    missing or unreadable.
+    """
+    weights_dir = require(Path(weights_dir))
+    device = torch.device(device)
+    sd_dir = require(weights_dir / STABLE_DIFFUSION_DIR)
+    require(sd_dir / "model_index.json")
+
+    tokenizer = load_tokenizer(sd_dir / "tokenizer")
+    scheduler = load_scheduler(sd_dir / "scheduler")
+    text_encoder = load_model(CLIPTextModel, sd_dir / "text_encoder", "model", dtype)
+    unet = load_model(UNet2DConditionModel, sd_dir / "unet", "diffusion_pytorch_model", dtype)
+    vae = load_model(AutoencoderKL, sd_dir / "vae", "diffusion_pytorch_model", dtype)
+    safety_checker, feature_extractor = load_safety_checker(sd_dir, device, dtype)
+    film = load_film(weights_dir, device, dtype)
+    return Components(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder.to(device).eval(),
+        unet=unet.to(device).eval(),
+        vae=vae.to(device).eval(),
+        scheduler=scheduler,
+        safety_checker=safety_checker,
+        feature_extractor=feature_extractor,
+        film=film,
+        device=device,
+        dtype=dtype,
+    )

@@ -1,0 +1,116 @@
+import hashlib
+import shutil
+
+import pytest
+import torch
+
+from animate.tiny import tiny_tokenizer_vocab, write_tiny_weights
+from animate.weights import Components, WeightsError, load_components
+
+
+def digests(directory):
+    return {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_tiny_weights_are_deterministic_safetensors_in_the_real_layout(tiny_weights, tmp_path):
+    again = write_tiny_weights(tmp_path / "again")
+    assert digests(again) == digests(tiny_weights)
+    files = set(digests(tiny_weights))
+    for required in [
+        "stable-diffusion/model_index.json",
+        "stable-diffusion/unet/diffusion_pytorch_model.safetensors",
+        "stable-diffusion/vae/diffusion_pytorch_model.safetensors",
+        "stable-diffusion/text_encoder/model.safetensors",
+        "stable-diffusion/tokenizer/vocab.json",
+        "stable-diffusion/tokenizer/merges.txt",
+        "stable-diffusion/scheduler/scheduler_config.json",
+        "film_net/film_net_style.safetensors",
+    ]:
+        assert required in files
+    assert not any(name.endswith((".bin", ".pt", ".pth", ".ckpt")) for name in files)
+
+
+def test_tiny_components_load_like_real_ones(components):
+    assert isinstance(components, Components)
+    assert components.safety_checker is None and components.feature_extractor is None
+    assert components.film is not None
+    assert components.device == torch.device("cpu") and components.dtype == torch.float32
+    assert type(components.scheduler).__name__ == "PNDMScheduler"
+    config = components.scheduler.config
+    assert (config.beta_start, config.beta_end, config.beta_schedule) == (0.00085, 0.012, "scaled_linear")
+    assert config.skip_prk_steps and config.steps_offset == 1 and not config.set_alpha_to_one
+    assert components.tokenizer.model_max_length == 77
+    assert components.unet.config.cross_attention_dim == components.text_encoder.config.hidden_size
+    assert components.unet.config.in_channels == components.vae.config.latent_channels == 4
+    with torch.inference_mode():
+        image = components.vae.decode(torch.zeros(1, 4, 8, 8)).sample
+    assert image.shape == (1, 3, 64, 64)  # a downsampling factor of 8, like SD's VAE
+
+
+def test_byte_level_tokenizer_covers_any_text(components):
+    vocab = tiny_tokenizer_vocab()
+    assert len(vocab) == 514
+    tokenizer = components.tokenizer
+    ids = tokenizer("Café ☕ 42!").input_ids
+    assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.unk_token_id not in ids[1:-1]
+    assert len(ids) > 5
+
+
+def test_missing_weights_directory_names_it_and_the_fix(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(WeightsError) as caught:
+        load_components(missing, "cpu", torch.float32)
+    message = str(caught.value)
+    assert str(missing) in message
+    assert "script/download-weights" in message and "python -m animate.tiny" in message
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "stable-diffusion/unet/diffusion_pytorch_model.safetensors",
+        "stable-diffusion/tokenizer/vocab.json",
+        "stable-diffusion/scheduler/scheduler_config.json",
+        "film_net/film_net_style.safetensors",
+    ],
+)
+def test_missing_file_is_named(tiny_weights, tmp_path, relative):
+    copy = shutil.copytree(tiny_weights, tmp_path / "weights")
+    (copy / relative).unlink()
+    with pytest.raises(WeightsError, match="script/download-weights") as caught:
+        load_components(copy, "cpu", torch.float32)
+    assert str(copy / relative) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "relative",
+    ["stable-diffusion/vae/diffusion_pytorch_model.safetensors", "film_net/film_net_style.safetensors"],
+)
+def test_truncated_file_is_named(tiny_weights, tmp_path, relative):
+    copy = shutil.copytree(tiny_weights, tmp_path / "weights")
+    path = copy / relative
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(WeightsError, match="corrupt or truncated") as caught:
+        load_components(copy, "cpu", torch.float32)
+    assert str(path) in str(caught.value)
+
+
+def test_fp16_variant_files_are_preferred(tiny_weights, tmp_path):
+    copy = shutil.copytree(tiny_weights, tmp_path / "weights")
+    unet_dir = copy / "stable-diffusion" / "unet"
+    # A variant file whose weights differ from the plain one shows which file was read.
+    plain = load_components(copy, "cpu", torch.float32).unet
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(unet_dir / "diffusion_pytorch_model.safetensors")
+    save_file({k: (v * 0.5).half() for k, v in state.items()}, unet_dir / "diffusion_pytorch_model.fp16.safetensors")
+    loaded = load_components(copy, "cpu", torch.float32).unet
+    assert loaded.dtype == torch.float32
+    name = "conv_in.weight"
+    expected = (plain.state_dict()[name] * 0.5).half().float()
+    torch.testing.assert_close(loaded.state_dict()[name], expected)
