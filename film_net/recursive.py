@@ -13,7 +13,7 @@ import torch
 
 DEFAULT_MAX_BATCH = 4
 
-Interpolator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+MidpointModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def bisection_depth(steps: int) -> int:
@@ -22,7 +22,7 @@ def bisection_depth(steps: int) -> int:
 
 
 def interpolate(
-    model: Interpolator, keyframes: torch.Tensor, steps: int, max_batch: int = DEFAULT_MAX_BATCH
+    model: MidpointModel, keyframes: torch.Tensor, steps: int, max_batch: int = DEFAULT_MAX_BATCH
 ) -> Iterator[torch.Tensor]:
     """Yields the (K - 1) * steps + 1 frames (3, H, W) of the animation through `keyframes`.
 
@@ -67,7 +67,7 @@ def check_arguments(keyframes: torch.Tensor, steps: int, max_batch: int) -> None
 
 
 @torch.inference_mode()
-def bisect(model: Interpolator, left: torch.Tensor, right: torch.Tensor, depth: int, max_batch: int) -> torch.Tensor:
+def bisect(model: MidpointModel, left: torch.Tensor, right: torch.Tensor, depth: int, max_batch: int) -> torch.Tensor:
     """Gaps from `left` to `right`, both (G, 3, H, W) -> (G, 2^depth + 1, 3, H, W): the frames
     at times m / 2^depth, m = 0 .. 2^depth; the ends are `left` and `right`, the others FILM
     midpoints (clipped to [0, 1]), each level of all gaps computed in batches."""
@@ -84,7 +84,7 @@ def bisect(model: Interpolator, left: torch.Tensor, right: torch.Tensor, depth: 
     return frames
 
 
-def midpoint(model: Interpolator, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+def midpoint(model: MidpointModel, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     """FILM frames (B, 3, H, W) halfway between x0 and x1, clipped to [0, 1] (the model's
     output is not bounded, and frames are images), in the inputs' dtype."""
     return model(x0, x1).clamp(0, 1).to(x0.dtype)
