@@ -121,7 +121,11 @@ def denoise(
 
 
 def shared_step_count(num_inference_steps: int, prompt_strength: float) -> int:
-    """n_shared = int(T * (1 - prompt_strength)) steps run once for all keyframes."""
+    """n_shared = int(T * (1 - prompt_strength)) steps run once for all keyframes.
+
+    Literally SPEC's (and the hosted model's) formula, float rounding included:
+    int(50 * (1 - 0.8)) is 9, not 10.
+    """
     return int(num_inference_steps * (1 - prompt_strength))
 
 

@@ -1,0 +1,206 @@
+import copy
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from animate import KeyframePlan
+from animate import diffusion
+from animate.diffusion import (
+    decode_latents,
+    denoise_keyframes,
+    initial_noise,
+    shared_denoise,
+    shared_step_count,
+)
+from animate.pipeline import keyframe_embeddings, render_keyframes, walk_embedding
+from animate.settings import settings_from_inputs
+from animate.text import encode_prompts
+
+SIZE = 64
+STEPS = 6
+GUIDANCE = 7.5
+
+
+def settings(prompt_start, prompt_end, prompt_strength, frames=2):
+    return settings_from_inputs(
+        prompt_start=prompt_start,
+        prompt_end=prompt_end,
+        width=SIZE,
+        height=SIZE,
+        num_inference_steps=STEPS,
+        prompt_strength=prompt_strength,
+        num_animation_frames=frames,
+        num_interpolation_steps=1,
+        guidance_scale=GUIDANCE,
+        gif_frames_per_second=10,
+        gif_ping_pong=False,
+        film_interpolation=False,
+        intermediate_output=False,
+        seed=1234,
+        output_format="gif",
+    )
+
+
+def walk_latents(components, walk_settings):
+    """The keyframe latents (K, 4, h, w) exactly as pipeline.animate computes them."""
+    plan = KeyframePlan(len(walk_settings.prompts), walk_settings.num_animation_frames, 1)
+    embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, list(walk_settings.prompts))
+    batches = render_keyframes(
+        components, walk_settings, plan, keyframe_embeddings(plan, embeddings),
+        walk_embedding(plan, embeddings, 0.5), uncond, None,
+    )
+    return torch.cat([latents for _, latents, _ in batches]), embeddings, uncond
+
+
+@torch.inference_mode()
+def test_one_prompt_walk_equals_diffusers_stable_diffusion_pipeline(components):
+    walk = settings("a red house", "a red house", prompt_strength=1.0)
+    latents, embeddings, uncond = walk_latents(components, walk)
+    pipe = StableDiffusionPipeline(
+        vae=components.vae,
+        text_encoder=components.text_encoder,
+        tokenizer=components.tokenizer,
+        unet=components.unet,
+        scheduler=copy.deepcopy(components.scheduler),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(
+        prompt_embeds=embeddings[:1],
+        negative_prompt_embeds=uncond,
+        latents=initial_noise(walk.seed, SIZE, SIZE, torch.device("cpu"), torch.float32),
+        guidance_scale=GUIDANCE,
+        num_inference_steps=STEPS,
+        height=SIZE,
+        width=SIZE,
+        output_type="latent",
+    ).images
+    assert latents.shape == (2, 4, SIZE // 8, SIZE // 8)
+    # Tolerance: float32 rounding of a UNet batch of 4 against one of 2; the latents are
+    # of order 10, so 1e-4 relative is far below any visible change.
+    for keyframe in latents:
+        torch.testing.assert_close(keyframe[None], expected, rtol=1e-4, atol=1e-4)
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("prompt_strength", [1.0, 0.5])
+def test_batched_keyframes_equal_keyframes_one_at_a_time(components, prompt_strength):
+    plan = KeyframePlan(3, 3, 1)  # 5 keyframes over two segments
+    embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, ["a cat", "a dog", "a bird"])
+    noise = initial_noise(7, SIZE, SIZE, torch.device("cpu"), torch.float32)
+    shared, scheduler, remaining = shared_denoise(
+        components.unet, components.scheduler, noise, STEPS, prompt_strength,
+        walk_embedding(plan, embeddings, 0.5), uncond, GUIDANCE,
+    )
+    assert len(scheduler.timesteps) - len(remaining) == shared_step_count(STEPS, prompt_strength)
+    per_keyframe = keyframe_embeddings(plan, embeddings)
+
+    def run(batch_size):
+        batches = denoise_keyframes(
+            components.unet, scheduler, shared, remaining, per_keyframe, uncond, GUIDANCE, batch_size
+        )
+        return [(start, latents) for start, latents in batches]
+
+    together = run(5)
+    uneven = run(3)
+    alone = run(1)
+    assert [start for start, _ in together] == [0]
+    assert [start for start, _ in uneven] == [0, 3]
+    assert [start for start, _ in alone] == [0, 1, 2, 3, 4]
+    one_at_a_time = torch.cat([latents for _, latents in alone])
+    torch.testing.assert_close(together[0][1], one_at_a_time, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.cat([latents for _, latents in uneven]), one_at_a_time, rtol=1e-4, atol=1e-4)
+    # Different prompts give different keyframes; the shared scheduler was not advanced.
+    assert (one_at_a_time[0] - one_at_a_time[-1]).abs().max() > 1e-2
+    again = run(5)
+    torch.testing.assert_close(again[0][1], together[0][1], rtol=0, atol=0)
+
+
+@torch.inference_mode()
+def test_shared_start_shares_the_image_more_at_lower_prompt_strength(components):
+    def spread(prompt_strength):
+        latents, _, _ = walk_latents(components, settings("a cat", "a dog", prompt_strength, frames=2))
+        return (latents[0] - latents[1]).abs().mean()
+
+    assert spread(0.3) < spread(1.0)
+    # SPEC's int(T * (1 - prompt_strength)), float rounding included, as the hosted model:
+    # 1 - 0.8 is 0.19999999999999996, so the defaults share 9 of 50 steps, not 10.
+    assert shared_step_count(50, 0.8) == 9
+    assert shared_step_count(50, 0.5) == 25
+    assert shared_step_count(50, 1.0) == 0
+    assert shared_step_count(50, 0.0) == 50
+
+
+def test_initial_noise_comes_from_the_seed_on_the_cpu():
+    a = initial_noise(5, 128, 64, torch.device("cpu"), torch.float32)
+    assert a.shape == (1, 4, 16, 8)
+    torch.testing.assert_close(a, initial_noise(5, 128, 64, torch.device("cpu"), torch.float32), rtol=0, atol=0)
+    assert not torch.equal(a, initial_noise(6, 128, 64, torch.device("cpu"), torch.float32))
+    expected = torch.randn((1, 4, 16, 8), generator=torch.Generator("cpu").manual_seed(5))
+    torch.testing.assert_close(a, expected, rtol=0, atol=0)
+    half = initial_noise(5, 128, 64, torch.device("cpu"), torch.float16)
+    assert half.dtype == torch.float16 and torch.equal(half, a.half())
+
+
+@torch.inference_mode()
+def test_decode_gives_images_in_unit_range_in_chunks(components):
+    latents = initial_noise(1, SIZE, SIZE, torch.device("cpu"), torch.float32).repeat(3, 1, 1, 1) * 5
+    latents[1] *= -1
+    images = decode_latents(components.vae, latents, batch_size=2)
+    assert images.shape == (3, 3, SIZE, SIZE) and images.dtype == torch.float32
+    assert images.min() >= 0 and images.max() <= 1
+    assert images.std() > 0.05  # tiny weights still give an image, not flat gray
+    whole = decode_latents(components.vae, latents, batch_size=3)
+    torch.testing.assert_close(images, whole, rtol=1e-4, atol=1e-5)
+
+
+@torch.inference_mode()
+def test_nan_from_reduced_precision_decode_is_decoded_again_in_float32(components, monkeypatch):
+    vae = copy.deepcopy(components.vae).to(torch.bfloat16)
+    latents = initial_noise(2, 32, 32, torch.device("cpu"), torch.float32).repeat(3, 1, 1, 1)
+    # The re-decode runs the same (bf16-rounded) weights in float32.
+    reference = decode_latents(copy.deepcopy(vae).to(torch.float32), latents, batch_size=2)
+    real_decode = type(vae).decode
+    calls = []
+
+    def overflowing_decode(self, z, *args, **kwargs):
+        calls.append(self.dtype)
+        output = real_decode(self, z, *args, **kwargs)
+        if self.dtype != torch.float32:  # what fp16 overflow looks like
+            output[0].fill_(float("nan"))
+        return output
+
+    monkeypatch.setattr(type(vae), "decode", overflowing_decode)
+    images = decode_latents(vae, latents, batch_size=2)
+    assert not torch.isnan(images).any()
+    torch.testing.assert_close(images, reference, rtol=1e-4, atol=1e-5)
+    assert calls == [torch.bfloat16, torch.float32, torch.bfloat16, torch.float32]
+    assert vae.dtype == torch.bfloat16  # upcast only for the re-decode
+
+
+@torch.inference_mode()
+def test_nan_even_in_float32_is_an_error_not_an_image(components, monkeypatch):
+    vae = copy.deepcopy(components.vae)
+    latents = torch.full((1, 4, 8, 8), float("nan"))
+    with pytest.raises(RuntimeError, match="NaN"):
+        decode_latents(vae, latents, batch_size=1)
+
+
+def test_batch_sizes_fit_free_cuda_memory(monkeypatch):
+    cuda = torch.device("cuda")
+    latents = torch.zeros(1, 4, 64, 64, dtype=torch.float16)
+    per_keyframe = diffusion.UNET_BYTES_PER_LATENT_PIXEL * 64 * 64 * 2
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (per_keyframe * 6, 80 << 30))
+    assert diffusion.keyframe_batch_size(cuda, latents, guided=True) == 3  # half of free memory
+    assert diffusion.keyframe_batch_size(cuda, latents, guided=False) == 6
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 20, 80 << 30))
+    assert diffusion.keyframe_batch_size(cuda, latents, guided=True) == 1
+    assert diffusion.decode_batch_size(cuda, latents) == 1
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 40, 80 << 30))
+    assert diffusion.keyframe_batch_size(cuda, latents, guided=True) == diffusion.MAX_KEYFRAME_BATCH
+    assert diffusion.decode_batch_size(cuda, latents) == diffusion.MAX_DECODE_BATCH
+    cpu_latents = latents.float()
+    assert diffusion.keyframe_batch_size(torch.device("cpu"), cpu_latents, True) == diffusion.CPU_KEYFRAME_BATCH

@@ -1,0 +1,220 @@
+import hashlib
+import re
+import struct
+import subprocess
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+
+from animate import encode
+from animate.encode import EncodeError, encode_gif, encode_mp4, gif_time_after_frame
+
+HEIGHT, WIDTH = 48, 64
+
+
+def frames(count, seed=0):
+    """Smoothly moving gradients: realistic for the encoders, different per frame."""
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    out = []
+    for i in range(count):
+        r = (x * 4 + i * 9) % 256
+        g = (y * 5 + i * 5) % 256
+        b = ((x + y) * 2 + seed * 40) % 256
+        out.append(np.stack([r, g, b], axis=-1).astype(np.uint8))
+    return out
+
+
+def streamed(items):
+    """A one-pass iterator, like the pipeline's frames."""
+    yield from items
+
+
+def gif_durations(path):
+    with Image.open(path) as image:
+        durations = []
+        for index in range(image.n_frames):
+            image.seek(index)
+            durations.append(image.info["duration"])
+        return durations, image.info.get("loop")
+
+
+def ffmpeg_info(path):
+    """What `ffmpeg -i` says about the file (there is no ffprobe here)."""
+    result = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True
+    )
+    return result.stderr
+
+
+def top_level_boxes(path):
+    """Types of the top-level MP4 boxes, in file order."""
+    data = path.read_bytes()
+    boxes, offset = [], 0
+    while offset < len(data):
+        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[offset + 8 : offset + 16])[0]
+        elif size == 0:
+            size = len(data) - offset
+        boxes.append(kind.decode("ascii"))
+        offset += size
+    return boxes
+
+
+@pytest.mark.parametrize("fps, count", [(20, 9), (7, 13), (30, 5), (50, 2), (1, 3)])
+def test_gif_has_every_frame_exact_cumulative_timing_and_loops_forever(tmp_path, fps, count):
+    path = tmp_path / "a.gif"
+    assert encode_gif(streamed(frames(count)), path, fps, frames(count)[::3], count) == count
+    durations, loop = gif_durations(path)
+    assert len(durations) == count
+    assert loop == 0
+    elapsed = np.cumsum(durations) // 10  # Pillow reports milliseconds, GIF stores 1/100 s
+    assert list(elapsed) == [round_half_up(100 * (i + 1) / fps) for i in range(count)]
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def round_half_up(x):
+    return int(np.floor(x + 0.5))
+
+
+def test_gif_timing_formula():
+    assert [gif_time_after_frame(i, 30) for i in range(4)] == [3, 7, 10, 13]
+    assert [gif_time_after_frame(i, 40) for i in range(3)] == [3, 5, 8]  # halves round up
+    assert gif_time_after_frame(9, 20) == 50
+
+
+def gif_images(data):
+    """(has global colour table, [has local colour table] per image) of a GIF file."""
+    def skip_sub_blocks(offset):
+        while data[offset]:
+            offset += data[offset] + 1
+        return offset + 1
+
+    packed = data[10]
+    has_global = bool(packed & 0x80)
+    offset = 13 + (3 << ((packed & 7) + 1) if has_global else 0)
+    local_tables = []
+    while data[offset] != 0x3B:  # trailer
+        if data[offset] == 0x21:  # extension: label, then sub-blocks
+            offset = skip_sub_blocks(offset + 2)
+        elif data[offset] == 0x2C:  # image descriptor
+            image_packed = data[offset + 9]
+            local_tables.append(bool(image_packed & 0x80))
+            offset += 10 + (3 << ((image_packed & 7) + 1) if image_packed & 0x80 else 0)
+            offset = skip_sub_blocks(offset + 1)  # LZW minimum code size, then data
+        else:
+            raise AssertionError(f"unexpected GIF block 0x{data[offset]:02x} at {offset}")
+    return has_global, local_tables
+
+
+def test_gif_uses_one_palette_for_the_whole_animation(tmp_path):
+    path = tmp_path / "a.gif"
+    encode_gif(streamed(frames(9)), path, 10, frames(9)[::4], 9)
+    has_global, local_tables = gif_images(path.read_bytes())
+    assert has_global
+    assert local_tables == [False] * 9
+
+
+def test_gif_frames_resemble_the_input(tmp_path):
+    path = tmp_path / "a.gif"
+    source = frames(5)
+    encode_gif(streamed(source), path, 10, source, 5)
+    with Image.open(path) as image:
+        for index in range(5):
+            image.seek(index)
+            decoded = np.asarray(image.convert("RGB"), dtype=float)
+            assert np.abs(decoded - source[index]).mean() < 12
+
+
+def test_mp4_is_h264_yuv420p_at_exact_fps_with_moov_first(tmp_path):
+    path = tmp_path / "a.mp4"
+    assert encode_mp4(streamed(frames(17)), path, 7) == 17
+    info = ffmpeg_info(path)
+    assert re.search(r"Video: h264 \(High\)", info), info
+    assert "yuv420p" in info
+    assert re.search(rf"\b{WIDTH}x{HEIGHT}\b", info)
+    assert re.search(r"\b7 fps\b", info)
+    frame_count, seconds = imageio_ffmpeg.count_frames_and_secs(str(path))
+    assert frame_count == 17
+    assert seconds == pytest.approx(17 / 7, abs=0.01)
+    boxes = top_level_boxes(path)
+    assert boxes.index("moov") < boxes.index("mdat"), boxes
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_same_frames_give_byte_identical_files(tmp_path):
+    for name in ("a", "b"):
+        encode_mp4(streamed(frames(6)), tmp_path / f"{name}.mp4", 12)
+        encode_gif(streamed(frames(6)), tmp_path / f"{name}.gif", 12, frames(6)[::2], 6)
+    for suffix in ("mp4", "gif"):
+        digest = [hashlib.sha256((tmp_path / f"{name}.{suffix}").read_bytes()).digest() for name in "ab"]
+        assert digest[0] == digest[1]
+    encode_mp4(streamed(frames(6, seed=1)), tmp_path / "c.mp4", 12)
+    assert (tmp_path / "c.mp4").read_bytes() != (tmp_path / "a.mp4").read_bytes()
+
+
+class Canceled(BaseException):
+    """Stands in for cog.CancelationException, a BaseException."""
+
+
+@pytest.mark.parametrize("error", [Canceled, RuntimeError])
+@pytest.mark.parametrize("fmt", ["gif", "mp4"])
+def test_interrupted_stream_kills_ffmpeg_and_leaves_no_file(tmp_path, monkeypatch, error, fmt):
+    started = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        process = real_popen(*args, **kwargs)
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(encode.subprocess, "Popen", recording_popen)
+
+    def interrupted():
+        yield from frames(3)
+        raise error("stop")
+
+    path = tmp_path / f"a.{fmt}"
+    with pytest.raises(error):
+        if fmt == "gif":
+            encode_gif(interrupted(), path, 10, frames(2), 5)
+        else:
+            encode_mp4(interrupted(), path, 10)
+    assert started and all(process.poll() is not None for process in started)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ffmpeg_failure_is_one_sentence_with_its_message(tmp_path):
+    missing_dir = tmp_path / "no" / "such" / "dir"
+    with pytest.raises(EncodeError) as caught:
+        encode_mp4(streamed(frames(3)), missing_dir / "a.mp4", 10)
+    message = str(caught.value)
+    assert "a.mp4" in message and "No such file or directory" in message
+    assert "check free disk space" in message
+    assert message.count("\n") == 0
+
+
+def test_frames_of_another_size_are_refused(tmp_path):
+    mixed = frames(2) + [np.zeros((HEIGHT + 2, WIDTH, 3), np.uint8)]
+    with pytest.raises(ValueError, match="uint8"):
+        encode_mp4(streamed(mixed), tmp_path / "a.mp4", 10)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gif_frame_count_must_match(tmp_path):
+    with pytest.raises(ValueError, match="told 4 frames but got 3"):
+        encode_gif(streamed(frames(3)), tmp_path / "a.gif", 10, frames(1), 4)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gif_palette_comes_from_the_palette_frames(tmp_path):
+    red = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    red[..., 0] = np.linspace(0, 255, WIDTH, dtype=np.uint8)
+    green = np.zeros_like(red)
+    green[..., 1] = 200
+    encode_gif(streamed([green, green]), tmp_path / "a.gif", 10, [red], 2)
+    with Image.open(tmp_path / "a.gif") as image:
+        decoded = np.asarray(image.convert("RGB"))
+    assert decoded[..., 1].max() < 50  # no green in a palette made of reds

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from animate import ping_pong_order
+from animate.frames import ping_pong, to_uint8, write_png
+
+
+def numbered(count):
+    """uint8 frames whose pixels all hold their index."""
+    return [np.full((4, 6, 3), index, np.uint8) for index in range(count)]
+
+
+@pytest.mark.parametrize("count", [2, 3, 5, 10])
+def test_ping_pong_plays_forward_then_back_without_repeating_ends(tmp_path, count):
+    played = [int(frame[0, 0, 0]) for frame in ping_pong(iter(numbered(count)), tmp_path)]
+    assert played == ping_pong_order(count)
+    assert len(played) == 2 * count - 2
+    assert list(tmp_path.iterdir()) == []  # the spool file is gone
+
+
+def test_ping_pong_streams_forward_frames_before_the_input_ends(tmp_path):
+    pulled = []
+
+    def source():
+        for frame in numbered(4):
+            pulled.append(int(frame[0, 0, 0]))
+            yield frame
+
+    played = ping_pong(source(), tmp_path)
+    assert int(next(played)[0, 0, 0]) == 0
+    assert pulled == [0]  # nothing buffered in memory ahead of the consumer
+    assert [int(f[0, 0, 0]) for f in played] == [1, 2, 3, 2, 1]
+
+
+def test_to_uint8_rounds_like_diffusers():
+    images = torch.tensor([0.0, 0.5, 1.0, 0.2, 1.3, -0.1]).reshape(1, 3, 1, 2)
+    out = to_uint8(images)
+    assert out.shape == (1, 1, 2, 3) and out.dtype == np.uint8
+    expected = np.clip((images.numpy() * 255).round(), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    assert np.array_equal(out, expected)
+    assert to_uint8(images[0]).shape == (1, 2, 3)
+
+
+def test_png_is_written_whole_under_its_name(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (8, 10, 3), dtype=np.uint8)
+    path = write_png(image, tmp_path / "keyframe-000.png")
+    assert path == tmp_path / "keyframe-000.png"
+    assert [p.name for p in tmp_path.iterdir()] == ["keyframe-000.png"]
+    assert np.array_equal(np.asarray(Image.open(path)), image)

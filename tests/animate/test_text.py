@@ -1,0 +1,34 @@
+import torch
+
+from animate.text import encode_prompts
+
+
+def test_each_prompt_encoded_once_with_the_empty_prompt(components):
+    prompts = ["a cat", "a dog", "a cat"]
+    embeddings, empty = encode_prompts(components.tokenizer, components.text_encoder, prompts)
+    hidden = components.text_encoder.config.hidden_size
+    assert embeddings.shape == (3, 77, hidden)
+    assert empty.shape == (1, 77, hidden)
+    torch.testing.assert_close(embeddings[0], embeddings[2])
+    assert not torch.allclose(embeddings[0], embeddings[1])
+    alone, _ = encode_prompts(components.tokenizer, components.text_encoder, ["a dog"])
+    torch.testing.assert_close(alone[0], embeddings[1], rtol=1e-5, atol=1e-5)
+    ids = components.tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    torch.testing.assert_close(empty, components.text_encoder(ids)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_long_prompt_is_truncated_and_the_log_says_which(components, capsys):
+    long_prompt = "x " * 100  # 100 words: far more than 77 tokens
+    embeddings, _ = encode_prompts(components.tokenizer, components.text_encoder, ["short", long_prompt.strip()])
+    out = capsys.readouterr().out
+    assert "Prompt 2 is" in out and "cut" in out
+    assert "Prompt 1" not in out
+    assert embeddings.shape[1] == 77
+    # Everything past the first 75 words is dropped, so more words change nothing.
+    longer, _ = encode_prompts(components.tokenizer, components.text_encoder, ["short", (long_prompt * 2).strip()])
+    torch.testing.assert_close(longer, embeddings)
+
+
+def test_short_prompts_log_nothing(components, capsys):
+    encode_prompts(components.tokenizer, components.text_encoder, ["a cat", "a dog"])
+    assert "cut" not in capsys.readouterr().out
