@@ -1,0 +1,155 @@
+"""Cog predictor: the public inputs of the hosted model, turned into one call of `animate`.
+
+setup() loads the weights once; predict() declares the 15 inputs of the contract
+(../shared/seeds/000) in its order and streams the files `animate.animate` yields.
+"""
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path as LocalPath
+from typing import Iterator, Optional
+
+import torch
+from cog import BasePredictor, Input, Path
+
+import animate
+
+REPO_ROOT = LocalPath(__file__).resolve().parent
+
+# Seeds are 32-bit: the largest one the API accepts (written out, not as 2**32 - 1,
+# because `cog build` reads bounds statically and only understands number literals).
+MAX_SEED = 4294967295
+
+
+def weights_dir() -> LocalPath:
+    """The weights directory: $ANIMATE_WEIGHTS when set, else weights/ beside this file."""
+    return LocalPath(os.environ.get("ANIMATE_WEIGHTS") or REPO_ROOT / "weights")
+
+
+def pick_device() -> tuple[torch.device, torch.dtype]:
+    """CUDA in fp16 when there is a GPU (production), else CPU in fp32 (tests, the demo)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.float16
+    return torch.device("cpu"), torch.float32
+
+
+class Predictor(BasePredictor):
+    def setup(self) -> None:
+        """Load the Stable Diffusion components and FILM once, and make the output base."""
+        started = time.perf_counter()
+        device, dtype = pick_device()
+        directory = weights_dir()
+        print(f"Loading weights from {directory} on {device} ({dtype})", flush=True)
+        self.components = animate.load_components(directory, device, dtype)
+        print(
+            "Loaded UNet, VAE, CLIP text encoder, tokenizer, scheduler "
+            f"({type(self.components.scheduler).__name__}); "
+            f"safety checker: {'yes' if self.components.safety_checker is not None else 'no'}; "
+            f"FILM: {'yes' if self.components.film is not None else 'no'}",
+            flush=True,
+        )
+        # One base per server process, so two servers on one machine never clean up
+        # each other's files.
+        self.output_base = LocalPath(tempfile.mkdtemp(prefix="animation-outputs-"))
+        print(f"Setup took {time.perf_counter() - started:.1f} s", flush=True)
+
+    def predict(
+        self,
+        prompt_start: str = Input(description="Prompt to start the animation with"),
+        prompt_end: str = Input(
+            description="Prompt to end the animation with. You can include multiple prompts "
+            "by separating the prompts with | (the 'pipe' character)"
+        ),
+        width: int = Input(
+            description="Width of output image",
+            choices=[128, 256, 512, 768, 1024],
+            default=512,
+        ),
+        height: int = Input(
+            description="Height of output image",
+            choices=[128, 256, 512, 768],
+            default=512,
+        ),
+        num_inference_steps: int = Input(
+            description="Number of denoising steps", ge=1, le=500, default=50
+        ),
+        prompt_strength: float = Input(
+            description="Lower prompt strength generates more coherent gifs, higher respects "
+            "prompts more but can be jumpy",
+            ge=0.0,
+            le=1.0,
+            default=0.8,
+        ),
+        num_animation_frames: int = Input(
+            description="Number of frames to animate", ge=2, le=50, default=10
+        ),
+        num_interpolation_steps: int = Input(
+            description="Number of steps to interpolate between animation frames",
+            ge=1,
+            le=50,
+            default=5,
+        ),
+        guidance_scale: float = Input(
+            description="Scale for classifier-free guidance", ge=1, le=20, default=7.5
+        ),
+        gif_frames_per_second: int = Input(
+            description="Frames/second in output GIF", ge=1, le=50, default=20
+        ),
+        gif_ping_pong: bool = Input(
+            description="Whether to reverse the animation and go back to the beginning "
+            "before looping",
+            default=False,
+        ),
+        film_interpolation: bool = Input(
+            description="Whether to use FILM for between-frame interpolation (film-net.github.io)",
+            default=True,
+        ),
+        intermediate_output: bool = Input(
+            description="Whether to display intermediate outputs during generation",
+            default=False,
+        ),
+        # Optional, not `int = Input(default=None)`: cog 0.23's schema makes a bare int with
+        # a None default *required*, and the contract lets callers leave the seed out.
+        seed: Optional[int] = Input(
+            description="Random seed. Leave blank to randomize the seed",
+            default=None,
+            ge=0,
+            le=MAX_SEED,
+        ),
+        output_format: str = Input(
+            description="Output file format", choices=["gif", "mp4"], default="gif"
+        ),
+    ) -> Iterator[Path]:
+        """Yield one PNG per keyframe (with intermediate_output), then the animation."""
+        settings = animate.settings_from_inputs(
+            prompt_start=prompt_start,
+            prompt_end=prompt_end,
+            width=width,
+            height=height,
+            num_inference_steps=num_inference_steps,
+            prompt_strength=prompt_strength,
+            num_animation_frames=num_animation_frames,
+            num_interpolation_steps=num_interpolation_steps,
+            guidance_scale=guidance_scale,
+            gif_frames_per_second=gif_frames_per_second,
+            gif_ping_pong=gif_ping_pong,
+            film_interpolation=film_interpolation,
+            intermediate_output=intermediate_output,
+            seed=seed,
+            output_format=output_format,
+        )
+        output_dir = self.fresh_output_dir()
+        for path in animate.animate(self.components, settings, output_dir):
+            yield Path(path)
+
+    def fresh_output_dir(self) -> LocalPath:
+        """An empty directory for this prediction, after removing earlier predictions' ones.
+
+        The server reads yielded files lazily, so a prediction's files stay on disk until
+        the next prediction starts, by which time the server has sent them.
+        """
+        for earlier in self.output_base.iterdir():
+            shutil.rmtree(earlier, ignore_errors=True)
+        return LocalPath(tempfile.mkdtemp(prefix="prediction-", dir=self.output_base))
