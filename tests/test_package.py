@@ -1,0 +1,166 @@
+"""The package shell: cog.yaml, requirement pins, ignore rules, the scripts and the Makefile.
+
+The `cog` command-line tool needs Docker and cannot run here, so these check what `cog build`
+and `cog push` read, and the scripts that stand in for it.
+"""
+
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from cog import BasePredictor
+from cog import _inspector
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SEEDS = Path(__file__).parent / "server" / "seeds"
+
+
+def load_script(name: str):
+    """Import an extension-less script under script/ as a module."""
+    path = REPO_ROOT / "script" / name
+    loader = importlib.machinery.SourceFileLoader(name.replace("-", "_"), str(path))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def pins(requirements_file: Path) -> dict[str, str]:
+    """{name: version} of the `name==version` lines; asserts every requirement is pinned."""
+    result = {}
+    for line in requirements_file.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if not line or line.startswith("-r "):
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+\-]+)", line)
+        assert match, f"{requirements_file.name}: not an exact pin: {line!r}"
+        result[match.group(1).lower()] = match.group(2)
+    return result
+
+
+def test_cog_yaml_has_the_build_and_predictor():
+    config = yaml.safe_load((REPO_ROOT / "cog.yaml").read_text())
+    assert config["build"]["gpu"] is True
+    assert config["build"]["python_version"] == "3.11"
+    assert config["build"]["python_requirements"] == "requirements.txt"
+    assert config["predict"] == "predict.py:Predictor"
+    assert set(config) == {"build", "predict"}
+
+
+def test_predict_reference_resolves_to_a_predictor():
+    file_name, class_name = yaml.safe_load((REPO_ROOT / "cog.yaml").read_text())["predict"].split(":")
+    assert (REPO_ROOT / file_name).is_file()
+    info = _inspector.create_predictor(Path(file_name).stem, class_name)
+    assert issubclass(getattr(sys.modules[Path(file_name).stem], class_name), BasePredictor)
+    assert len(info.inputs) == 15
+
+
+def test_runtime_requirements_are_exact_pins_of_the_stack():
+    runtime = pins(REPO_ROOT / "requirements.txt")
+    assert runtime["torch"] == "2.13.0"  # the only torch with a CPU wheel here
+    assert runtime["cog"] == "0.23.1"
+    for name in ("diffusers", "transformers", "accelerate", "safetensors", "pillow", "imageio-ffmpeg", "numpy"):
+        assert name in runtime, name
+    assert "torchvision" not in runtime  # no CPU build of it here
+
+
+def test_dev_requirements_add_to_the_runtime_ones():
+    text = (REPO_ROOT / "requirements-dev.txt").read_text()
+    assert "-r requirements.txt" in text.splitlines()
+    dev = pins(REPO_ROOT / "requirements-dev.txt")
+    assert "pytest" in dev
+    assert not set(dev) & set(pins(REPO_ROOT / "requirements.txt"))
+
+
+def test_installed_versions_are_the_pinned_ones():
+    for requirements in ("requirements.txt", "requirements-dev.txt"):
+        for name, version in pins(REPO_ROOT / requirements).items():
+            # `==2.13.0` accepts a local build such as 2.13.0+cpu (PEP 440), so drop the label.
+            installed = importlib.metadata.version(name).split("+")[0]
+            assert installed == version, f"{name} (pinned in {requirements})"
+
+
+def test_ignore_rules_keep_weights_in_the_image_but_out_of_git():
+    gitignore = (REPO_ROOT / ".gitignore").read_text().splitlines()
+    for ignored in (".venv/", "weights/*", ".cog/", "outputs/"):
+        assert ignored in gitignore, ignored
+    dockerignore = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    for excluded in (".venv", "outputs"):
+        assert excluded in dockerignore, excluded
+    assert not {"weights", "weights/", "weights/*"} & set(dockerignore)
+
+
+def test_example_request_is_the_hosted_models_example():
+    """script/example-request.json (what `make demo` sends) is the input of seed 002's example."""
+    page = (SEEDS / "002_3e8fc667a814ad6b.txt").read_text()
+    block = re.search(r"Request Example\s*json\s*(\{.*?\n  \})\n", page, re.S)
+    assert block, "no request example on the page"
+    example = json.loads(block.group(1))
+    assert json.loads((REPO_ROOT / "script" / "example-request.json").read_text()) == {"input": example["input"]}
+
+
+def test_download_weights_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "script" / "download-weights"), "--dry-run", "--weights", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    out = result.stdout
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in out
+    assert "akhaliq/frame-interpolation-film-style" in out
+    assert str(tmp_path / "w" / "stable-diffusion") in out
+    assert str(tmp_path / "w" / "film_net" / "film_net_style.safetensors") in out
+    assert "python -m film_net.convert" in out
+    for needed in ("unet/diffusion_pytorch_model.fp16.safetensors", "safety_checker/", "feature_extractor/", "saved_model.pb", "variables/"):
+        assert needed in out, needed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_weights_fetches_into_the_layout_and_converts_film(tmp_path):
+    """The real (non-dry) path with the hub and the converter replaced by recorders."""
+    script = load_script("download-weights")
+    fetched, commands = [], []
+
+    def fake_snapshot_download(repo_id, allow_patterns, local_dir):
+        fetched.append((repo_id, list(allow_patterns), Path(local_dir)))
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+
+    def fake_run(command, check, cwd):
+        commands.append(command)
+        assert Path(command[-2]).is_dir(), "the SavedModel directory must exist while converting"
+
+    sd_dir, film_file = script.destinations(tmp_path)
+    script.fetch_stable_diffusion(sd_dir, fake_snapshot_download)
+    script.fetch_film(film_file, fake_snapshot_download, run=fake_run)
+
+    (sd_repo, sd_patterns, sd_target), (film_repo, film_patterns, film_target) = fetched
+    assert (sd_repo, sd_target) == ("stable-diffusion-v1-5/stable-diffusion-v1-5", tmp_path / "stable-diffusion")
+    for component in ("unet", "vae", "text_encoder", "safety_checker"):
+        assert f"{component}/config.json" in sd_patterns
+        assert any(p.startswith(f"{component}/") and p.endswith(".fp16.safetensors") for p in sd_patterns)
+    assert film_repo == "akhaliq/frame-interpolation-film-style"
+    assert commands == [[sys.executable, "-m", "film_net.convert", str(film_target), str(tmp_path / "film_net" / "film_net_style.safetensors")]]
+    assert not film_target.exists(), "the SavedModel download is temporary"
+
+
+def test_makefile_has_the_documented_targets():
+    for target in ("demo", "test", "weights", "schema", "bench", "clean"):
+        result = subprocess.run(["make", "-n", target], cwd=REPO_ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, f"make -n {target}: {result.stderr}"
+    assert "script/demo" in subprocess.run(["make", "-n", "demo"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert ci.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in ci
+    assert ci.rstrip().endswith("make test")
+    assert "make test" in (REPO_ROOT / "README.md").read_text()
