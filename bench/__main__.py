@@ -1,0 +1,99 @@
+"""Run one benchmark preset and print its table: python -m bench --preset NAME [options]."""
+
+import argparse
+import dataclasses
+import sys
+import time
+
+import torch
+
+from bench.presets import PRESETS, Preset, build_components
+from bench.report import (
+    comparison_record,
+    comparison_table,
+    describe_machine,
+    describe_request,
+    pipeline_record,
+    pipeline_table,
+    verdict,
+    write_results,
+)
+from bench.runner import run_comparison, run_pipeline_only
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--preset", choices=sorted(PRESETS), required=True)
+    parser.add_argument("--steps", type=int, help="num_inference_steps instead of the preset's (frame counts stay)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="model dtype instead of the preset's")
+    parser.add_argument(
+        "--formats", help="largest only: comma-separated output formats to run (default mp4,gif)"
+    )
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument(
+        "--warmup", action=argparse.BooleanOptionalAction, default=None,
+        help="run both sides once untimed first (default: on for CUDA, off for CPU)",
+    )
+    return parser.parse_args(argv)
+
+
+def preset_from_arguments(arguments: argparse.Namespace) -> Preset:
+    """The named preset with the command line's overrides applied."""
+    preset = PRESETS[arguments.preset]
+    if arguments.steps is not None:
+        preset = dataclasses.replace(
+            preset, settings=dataclasses.replace(preset.settings, num_inference_steps=arguments.steps)
+        )
+    if arguments.dtype is not None:
+        preset = dataclasses.replace(preset, dtype=DTYPES[arguments.dtype])
+    if arguments.formats is not None:
+        preset = dataclasses.replace(preset, output_formats=tuple(arguments.formats.split(",")))
+    return preset
+
+
+def check_device(preset: Preset) -> None:
+    if preset.device == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"Preset {preset.name} needs a CUDA GPU and none is visible: run it on a GPU machine.")
+
+
+def main(argv: list[str]) -> int:
+    arguments = parse_arguments(argv)
+    preset = preset_from_arguments(arguments)
+    check_device(preset)
+    if arguments.threads is not None:
+        torch.set_num_threads(arguments.threads)
+
+    started = time.perf_counter()
+    components = build_components(preset)
+    setup_s = time.perf_counter() - started
+    machine = describe_machine(components.device, components.dtype)
+    header = f"bench {preset.name}: {describe_request(preset.settings)}\n{machine}; models built in {setup_s:.1f}s"
+    print(header, flush=True)
+
+    if preset.compare:
+        warmup = arguments.warmup if arguments.warmup is not None else preset.device == "cuda"
+        reference, pipeline, agreement = run_comparison(components, preset.settings, warmup)
+        table = comparison_table(reference, pipeline)
+        record = comparison_record(preset.settings, machine, setup_s, reference, pipeline, agreement)
+        closing = verdict(agreement)
+    else:
+        results = [
+            run_pipeline_only(components, dataclasses.replace(preset.settings, output_format=output_format))
+            for output_format in preset.output_formats
+        ]
+        table = pipeline_table(results)
+        record = pipeline_record(preset.settings, machine, setup_s, results)
+        closing = None
+
+    path = write_results(preset.name, record)
+    print(f"\n{header}\n{table}", flush=True)
+    if closing is not None:
+        print(closing, flush=True)
+    print(f"Results written to {path}", flush=True)
+    return 0 if closing is None or agreement.agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

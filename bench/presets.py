@@ -1,0 +1,144 @@
+"""The benchmark's presets: which models, on which device, for which request.
+
+tiny         the project's tiny random weights (animate.tiny), CPU, a small request
+sd15-small   the full SD 1.5 architecture and the full default FILM, random weights,
+             CPU float32, 256x256, 10 keyframes, 10 steps
+sd15-default the same models on CUDA in half precision, the default request
+             (512x512, 10 keyframes, 50 steps)
+largest      tiny weights on CPU, the largest request the contract allows, pipeline only
+"""
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import film_net
+from animate import Components, Settings, load_components
+from animate.tiny import write_tiny_weights, write_tokenizer
+from bench import sd15
+
+PROMPTS = (
+    "monkeys in the desert looking at a tall black monolith, a detailed matte painting",
+    "a white room in the future with a bed and a tall black monolith, a detailed matte painting",
+)
+SEED = 42
+
+# The hosted model's default inputs (SPEC.md section 1), with the benchmark's prompts and seed.
+DEFAULT_REQUEST = Settings(
+    prompts=PROMPTS,
+    width=512,
+    height=512,
+    num_inference_steps=50,
+    prompt_strength=0.8,
+    num_animation_frames=10,
+    num_interpolation_steps=5,
+    guidance_scale=7.5,
+    frames_per_second=20,
+    ping_pong=False,
+    film_interpolation=True,
+    intermediate_output=False,
+    seed=SEED,
+    output_format="gif",
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """models: "tiny" or "sd15"; compare: run the reference too (else the pipeline only);
+    output_formats: one pipeline run per format when not comparing."""
+
+    name: str
+    models: str
+    device: str
+    dtype: torch.dtype
+    settings: Settings
+    compare: bool = True
+    output_formats: tuple[str, ...] = ("gif",)
+
+
+PRESETS = {
+    "tiny": Preset(
+        name="tiny",
+        models="tiny",
+        device="cpu",
+        dtype=torch.float32,
+        # Three prompts, so the walk crosses a segment boundary.
+        settings=dataclasses.replace(
+            DEFAULT_REQUEST,
+            prompts=(*PROMPTS, "a red fox in the snow"),
+            width=128,
+            height=128,
+            num_inference_steps=10,
+            num_animation_frames=4,
+        ),
+    ),
+    "sd15-small": Preset(
+        name="sd15-small",
+        models="sd15",
+        device="cpu",
+        dtype=torch.float32,
+        settings=dataclasses.replace(DEFAULT_REQUEST, width=256, height=256, num_inference_steps=10),
+    ),
+    "sd15-default": Preset(
+        name="sd15-default",
+        models="sd15",
+        device="cuda",
+        dtype=torch.float16,
+        settings=DEFAULT_REQUEST,
+    ),
+    "largest": Preset(
+        name="largest",
+        models="tiny",
+        device="cpu",
+        dtype=torch.float32,
+        settings=dataclasses.replace(
+            DEFAULT_REQUEST,
+            width=1024,
+            height=768,
+            num_animation_frames=50,
+            num_interpolation_steps=50,
+            ping_pong=True,
+        ),
+        compare=False,
+        output_formats=("mp4", "gif"),
+    ),
+}
+
+
+def tiny_components(device: str, dtype: torch.dtype) -> Components:
+    """The tiny weights, written to a temporary directory and loaded the production way."""
+    with tempfile.TemporaryDirectory() as directory:
+        write_tiny_weights(directory)
+        return load_components(directory, device, dtype)
+
+
+def sd15_components(device: str, dtype: torch.dtype) -> Components:
+    """SD 1.5's UNet, VAE and text encoder and the default FILM, all with random weights,
+    with the tiny byte-level tokenizer (its ids fit SD's vocabulary). No safety checker."""
+    with tempfile.TemporaryDirectory() as directory:
+        tokenizer = write_tokenizer(Path(directory) / "tokenizer")
+    text_encoder = sd15.random_text_encoder(tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    torch.manual_seed(sd15.WEIGHTS_SEED + 3)
+    film = film_net.FilmNet().eval()
+    return Components(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder.to(device, dtype),
+        unet=sd15.random_unet().to(device, dtype),
+        vae=sd15.random_vae().to(device, dtype),
+        scheduler=sd15.sd15_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        film=film.to(device, dtype),
+        device=torch.device(device),
+        dtype=dtype,
+    )
+
+
+def build_components(preset: Preset) -> Components:
+    """The preset's models on its device in its dtype."""
+    if preset.models == "tiny":
+        return tiny_components(preset.device, preset.dtype)
+    return sd15_components(preset.device, preset.dtype)

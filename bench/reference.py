@@ -1,0 +1,191 @@
+"""The reference walk: SPEC.md section 2 done the way the hosted model did it.
+
+Everything runs one item at a time, in order: each prompt through the text encoder alone;
+the shared start and then each keyframe denoised at batch 1 with its own copy of the
+scheduler and two UNet calls per step (unconditional, then conditional); one VAE decode per
+frame; FILM on one pair per call, bisecting each gap recursively; all frames held on the
+host, then encoded. It uses the pipeline's components, noise and step split, so its
+keyframes must equal the pipeline's: that is what makes the timing comparison honest.
+"""
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from animate import KeyframePlan, Settings, slerp
+from animate.diffusion import initial_noise, shared_step_count
+from animate.encode import encode_gif, encode_mp4
+from animate.frames import to_uint8
+from animate.weights import Components
+from bench.measure import StageClock
+
+
+@dataclass
+class ReferenceOutput:
+    """keyframe_latents (K, 4, H/8, W/8) and keyframes (K, 3, H, W) in [0, 1], both float32
+    on the CPU, and the animation file."""
+
+    keyframe_latents: torch.Tensor
+    keyframes: torch.Tensor
+    animation: Path
+
+
+def plan_of(settings: Settings) -> KeyframePlan:
+    return KeyframePlan(
+        num_prompts=len(settings.prompts),
+        keyframes_per_segment=settings.num_animation_frames,
+        interpolation_steps=settings.num_interpolation_steps,
+        ping_pong=settings.ping_pong,
+    )
+
+
+def encode_text(components: Components, prompt: str) -> torch.Tensor:
+    """One prompt's last hidden state (1, 77, D): padded to the encoder's length, truncated."""
+    tokenizer = components.tokenizer
+    ids = tokenizer(
+        [prompt], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    return components.text_encoder(ids.to(components.device), return_dict=False)[0]
+
+
+def embedding_at(prompt_embeddings: list[torch.Tensor], segment: int, t: float) -> torch.Tensor:
+    """The conditional embedding (1, 77, D) at time t of a segment: slerp of its two prompts."""
+    return slerp(t, prompt_embeddings[segment], prompt_embeddings[segment + 1])
+
+
+def guided_noise(components: Components, scheduler, latent, timestep, cond, uncond, guidance_scale) -> torch.Tensor:
+    """Classifier-free guidance the original way: the two halves as two UNet calls at batch 1.
+
+    latent (1, 4, h, w); cond and uncond (1, 77, D). Returns the guided noise (1, 4, h, w).
+    """
+    unet = components.unet
+    model_input = scheduler.scale_model_input(latent, timestep)
+    noise_cond = unet(model_input, timestep, encoder_hidden_states=cond, return_dict=False)[0]
+    if guidance_scale <= 1.0:  # as diffusers: guidance off, the unconditional half is skipped
+        return noise_cond
+    noise_uncond = unet(model_input, timestep, encoder_hidden_states=uncond, return_dict=False)[0]
+    return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+
+
+def denoise(components: Components, scheduler, latent, timesteps, cond, uncond, guidance_scale) -> torch.Tensor:
+    """Run `scheduler` over `timesteps` from latent (1, 4, h, w); returns the new latent."""
+    for timestep in timesteps:
+        noise = guided_noise(components, scheduler, latent, timestep, cond, uncond, guidance_scale)
+        latent = scheduler.step(noise, timestep, latent, return_dict=False)[0]
+    return latent
+
+
+def decode(components: Components, latent: torch.Tensor) -> torch.Tensor:
+    """One VAE decode: latent (1, 4, h, w) -> image (3, H, W) in [0, 1], float32."""
+    vae = components.vae
+    dtype = vae.dtype
+    image = vae.decode(latent.to(dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    if torch.isnan(image).any() and dtype != torch.float32:
+        # The same rescue as the pipeline: fp16 decodes can overflow, float32 ones do not.
+        vae.float()
+        try:
+            image = vae.decode(latent.float() / vae.config.scaling_factor, return_dict=False)[0]
+        finally:
+            vae.to(dtype)
+    return (image[0].float() / 2 + 0.5).clamp(0, 1)
+
+
+def film_gap(film, left: torch.Tensor, right: torch.Tensor, depth: int) -> list[torch.Tensor]:
+    """FILM frames (3, H, W) at times m / 2^depth, m = 0 .. 2^depth, of one gap, from
+    recursive bisection with one model call per midpoint (batch 1)."""
+    frames = [left, right]
+    for _ in range(depth):
+        refined = [frames[0]]
+        for x0, x1 in zip(frames[:-1], frames[1:]):
+            middle = film(x0[None], x1[None])[0].clamp(0, 1).to(x0.dtype)
+            refined += [middle, x1]
+        frames = refined
+    return frames
+
+
+def film_inbetweens(film, left: torch.Tensor, right: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """The steps - 1 in-betweens (3, H, W) of one gap at times j / steps: FILM's own frame
+    where j / steps is a bisection time, else the two around it blended linearly in time."""
+    depth = (steps - 1).bit_length()  # ceil(log2 steps)
+    parameter = next(film.parameters())
+    frames = film_gap(film, left.to(parameter.dtype), right.to(parameter.dtype), depth)
+    intervals = len(frames) - 1
+    inbetweens = []
+    for j in range(1, steps):
+        lower, remainder = divmod(j * intervals, steps)
+        if remainder == 0:
+            inbetweens.append(frames[lower])
+        else:
+            inbetweens.append(torch.lerp(frames[lower], frames[lower + 1], remainder / steps))
+    return inbetweens
+
+
+def latent_inbetweens(components: Components, left: torch.Tensor, right: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """The steps - 1 in-betweens (3, H, W) of one gap: slerp(j / steps) of the two keyframe
+    latents (1, 4, h, w), each decoded alone."""
+    return [decode(components, slerp(j / steps, left, right)) for j in range(1, steps)]
+
+
+@torch.inference_mode()
+def run_reference(components: Components, settings: Settings, output_dir: Path, clock: StageClock) -> ReferenceOutput:
+    """The whole walk, sequentially; each stage timed under the names of measure.STAGES."""
+    plan = plan_of(settings)
+    guidance = settings.guidance_scale
+
+    with clock.stage("text"):
+        prompt_embeddings = [encode_text(components, prompt) for prompt in settings.prompts]
+        uncond = encode_text(components, "")
+        middle = embedding_at(prompt_embeddings, *plan.walk_position(0.5))
+        keyframe_conds = [embedding_at(prompt_embeddings, *time) for time in plan.keyframe_times()]
+
+    with clock.stage("shared_denoise"):
+        scheduler = copy.deepcopy(components.scheduler)
+        scheduler.set_timesteps(settings.num_inference_steps, device=components.device)
+        n_shared = shared_step_count(settings.num_inference_steps, settings.prompt_strength)
+        noise = initial_noise(settings.seed, settings.height, settings.width, components.device, components.dtype)
+        shared = denoise(
+            components, scheduler, noise * scheduler.init_noise_sigma,
+            scheduler.timesteps[:n_shared], middle, uncond, guidance,
+        )
+
+    with clock.stage("keyframe_denoise"):
+        keyframe_latents = []
+        for cond in keyframe_conds:
+            own_scheduler = copy.deepcopy(scheduler)  # each keyframe goes on from the shared state
+            keyframe_latents.append(
+                denoise(components, own_scheduler, shared.clone(), scheduler.timesteps[n_shared:], cond, uncond, guidance)
+            )
+
+    with clock.stage("decode"):
+        keyframes = [decode(components, latent) for latent in keyframe_latents]
+
+    with clock.stage("inbetweens"):
+        steps = settings.num_interpolation_steps
+        frames = []  # uint8 (H, W, 3) on the host, all of them, as the original held its images
+        for gap in range(plan.num_keyframes - 1):
+            frames.append(to_uint8(keyframes[gap]))
+            if settings.film_interpolation:
+                inbetweens = film_inbetweens(components.film, keyframes[gap], keyframes[gap + 1], steps)
+            else:
+                inbetweens = latent_inbetweens(components, keyframe_latents[gap], keyframe_latents[gap + 1], steps)
+            frames += [to_uint8(frame) for frame in inbetweens]
+        frames.append(to_uint8(keyframes[-1]))
+
+    with clock.stage("encode"):
+        if settings.ping_pong:
+            frames = frames + frames[-2:0:-1]
+        path = Path(output_dir) / f"animation.{settings.output_format}"
+        if settings.output_format == "gif":
+            palette_frames = [to_uint8(image) for image in keyframes]
+            encode_gif(frames, path, settings.frames_per_second, palette_frames, len(frames))
+        else:
+            encode_mp4(frames, path, settings.frames_per_second)
+
+    return ReferenceOutput(
+        keyframe_latents=torch.cat(keyframe_latents).float().cpu(),
+        keyframes=torch.stack(keyframes).float().cpu(),
+        animation=path,
+    )

@@ -1,0 +1,155 @@
+"""The benchmark's table on stdout and its JSON record in bench/results/."""
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from animate import Settings
+from bench.measure import STAGES
+from bench.runner import Agreement, SideResult
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+STAGE_LABELS = {
+    "text": "text encoding",
+    "shared_denoise": "shared denoise",
+    "keyframe_denoise": "keyframe denoise",
+    "decode": "decode",
+    "inbetweens": "in-betweens",
+    "encode": "encode",
+}
+
+
+def describe_request(settings: Settings) -> str:
+    return (
+        f"{settings.width}x{settings.height}, {len(settings.prompts)} prompts, "
+        f"{settings.num_animation_frames} keyframes per segment, {settings.num_inference_steps} steps, "
+        f"prompt_strength {settings.prompt_strength}, guidance {settings.guidance_scale}, "
+        f"{'FILM' if settings.film_interpolation else 'latent'} S={settings.num_interpolation_steps}, "
+        f"{'ping-pong, ' if settings.ping_pong else ''}{settings.output_format}, seed {settings.seed}"
+    )
+
+
+def describe_machine(device: torch.device, dtype: torch.dtype) -> str:
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return f"{device.type} ({where}), {str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def other_seconds(side: SideResult) -> float:
+    """Time outside the named stages (plan, noise, safety check, copies, Python)."""
+    return side.total_s - sum(side.stages.values())
+
+
+def ratio(reference: float, pipeline: float) -> str:
+    return f"{reference / pipeline:.2f}x" if pipeline > 0 else "-"
+
+
+def mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def comparison_table(reference: SideResult, pipeline: SideResult) -> str:
+    """Per-stage seconds, totals, UNet work and memory, reference against pipeline."""
+    rows = [("", "reference", "pipeline", "ref/pipe")]
+    for stage in STAGES:
+        ref_s, pipe_s = reference.stages.get(stage, 0.0), pipeline.stages.get(stage, 0.0)
+        rows.append((f"{STAGE_LABELS[stage]} (s)", f"{ref_s:.2f}", f"{pipe_s:.2f}", ratio(ref_s, pipe_s)))
+    rows.append(("other (s)", f"{other_seconds(reference):.2f}", f"{other_seconds(pipeline):.2f}", ""))
+    rows.append(("TOTAL (s)", f"{reference.total_s:.2f}", f"{pipeline.total_s:.2f}", ratio(reference.total_s, pipeline.total_s)))
+    rows.append(("UNet forward calls", str(reference.unet_calls), str(pipeline.unet_calls), ratio(reference.unet_calls, pipeline.unet_calls)))
+    rows.append(("UNet samples", str(reference.unet_samples), str(pipeline.unet_samples), ""))
+    rows.append(("peak host memory (MiB)", mib(reference.memory.host_peak_mib), mib(pipeline.memory.host_peak_mib), ""))
+    rows.append(("  resident at start (MiB)", mib(reference.memory.host_start_mib), mib(pipeline.memory.host_start_mib), ""))
+    rows.append(("peak GPU memory (MiB)", mib(reference.memory.gpu_peak_mib), mib(pipeline.memory.gpu_peak_mib), ""))
+    return format_rows(rows)
+
+
+def pipeline_table(results: list[SideResult]) -> str:
+    """Per-stage seconds, total and memory of pipeline-only runs, one column per run."""
+    rows = [("", *(result.name for result in results))]
+    for stage in STAGES:
+        rows.append((f"{STAGE_LABELS[stage]} (s)", *(f"{result.stages.get(stage, 0.0):.2f}" for result in results)))
+    rows.append(("other (s)", *(f"{other_seconds(result):.2f}" for result in results)))
+    rows.append(("TOTAL (s)", *(f"{result.total_s:.2f}" for result in results)))
+    rows.append(("UNet forward calls", *(str(result.unet_calls) for result in results)))
+    rows.append(("peak host memory (MiB)", *(mib(result.memory.host_peak_mib) for result in results)))
+    rows.append(("  resident at start (MiB)", *(mib(result.memory.host_start_mib) for result in results)))
+    rows.append(("peak GPU memory (MiB)", *(mib(result.memory.gpu_peak_mib) for result in results)))
+    rows.append(("file size (bytes)", *(str(result.animation_size) for result in results)))
+    return format_rows(rows)
+
+
+def format_rows(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def verdict(agreement: Agreement) -> str:
+    word = "AGREE" if agreement.agree else "DIFFER"
+    return (
+        f"keyframes {word}: max |reference - pipeline| = {agreement.max_image_difference:.2e} "
+        f"(mean {agreement.mean_image_difference:.2e}, tolerance {agreement.tolerance:.0e}, images in [0, 1]); "
+        f"latents differ by at most {agreement.max_latent_difference:.2e} of their largest value; "
+        f"animation files {'identical' if agreement.same_animation_file else 'not byte-identical'}"
+    )
+
+
+def side_record(side: SideResult) -> dict:
+    return {
+        "total_s": side.total_s,
+        "stages_s": side.stages,
+        "other_s": other_seconds(side),
+        "unet_calls": side.unet_calls,
+        "unet_samples": side.unet_samples,
+        "host_peak_mib": side.memory.host_peak_mib,
+        "host_start_mib": side.memory.host_start_mib,
+        "gpu_peak_mib": side.memory.gpu_peak_mib,
+        "animation_size": side.animation_size,
+        "animation_sha256": side.animation_sha256,
+    }
+
+
+def write_results(preset_name: str, record: dict) -> Path:
+    """bench/results/<preset>.json (git-ignored), with when and where it was measured."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{preset_name}.json"
+    record = {"preset": preset_name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def comparison_record(
+    settings: Settings, machine: str, setup_s: float, reference: SideResult, pipeline: SideResult, agreement: Agreement
+) -> dict:
+    return {
+        "request": describe_request(settings),
+        "machine": machine,
+        "setup_s": setup_s,
+        "reference": side_record(reference),
+        "pipeline": side_record(pipeline),
+        "speedup": reference.total_s / pipeline.total_s,
+        "keyframes": {
+            "agree": agreement.agree,
+            "max_image_difference": agreement.max_image_difference,
+            "mean_image_difference": agreement.mean_image_difference,
+            "max_latent_difference_relative": agreement.max_latent_difference,
+            "tolerance": agreement.tolerance,
+            "same_animation_file": agreement.same_animation_file,
+        },
+    }
+
+
+def pipeline_record(settings: Settings, machine: str, setup_s: float, results: list[SideResult]) -> dict:
+    return {
+        "request": describe_request(settings),
+        "machine": machine,
+        "setup_s": setup_s,
+        "runs": {result.name: side_record(result) for result in results},
+    }

@@ -1,0 +1,175 @@
+"""One benchmark: the reference and the pipeline on the same request and seed, in one process.
+
+Each side runs under the same measurements (stage clock, UNet forward counter, peak host
+and GPU memory); then their keyframes are compared, so a speed-up that changed the
+pictures does not pass for one.
+"""
+
+import dataclasses
+import gc
+import hashlib
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from animate import Components, Settings, animate
+from bench.measure import MemoryPeaks, StageClock, UNetCounter, measuring_memory, synchronize
+from bench.probe import probing
+from bench.reference import run_reference
+
+# Largest |reference - pipeline| allowed between decoded keyframes (values in [0, 1]).
+# float32 differs only by the order of summation in batched kernels; half precision
+# rounds every activation, and 40 guided steps amplify that.
+KEYFRAME_TOLERANCE = {torch.float32: 1e-3, torch.float16: 3e-2, torch.bfloat16: 6e-2}
+
+# Few enough steps to be quick, enough that the shared start and the keyframes both run:
+# a warm-up only has to load the kernels of every shape once.
+WARMUP_STEPS = 5
+
+
+@dataclass
+class SideResult:
+    """One side's measurements. keyframes (K, 3, H, W) and keyframe_latents (K, 4, h, w) are
+    float32 on the CPU (not written to the JSON)."""
+
+    name: str
+    total_s: float
+    stages: dict[str, float]
+    unet_calls: int
+    unet_samples: int
+    memory: MemoryPeaks
+    keyframes: torch.Tensor | None
+    keyframe_latents: torch.Tensor | None
+    animation_size: int
+    animation_sha256: str
+
+
+@dataclass
+class Agreement:
+    """How close the two sides' keyframes are."""
+
+    max_image_difference: float
+    mean_image_difference: float
+    max_latent_difference: float  # relative to the largest |latent| of the reference
+    tolerance: float
+    same_animation_file: bool
+
+    @property
+    def agree(self) -> bool:
+        return self.max_image_difference < self.tolerance
+
+
+# A side: (components, settings, output_dir, clock) -> (keyframe latents, keyframes, animation path)
+Side = Callable[[Components, Settings, Path, StageClock], tuple[torch.Tensor, torch.Tensor, Path]]
+
+
+def reference_side(components: Components, settings: Settings, output_dir: Path, clock: StageClock):
+    output = run_reference(components, settings, output_dir, clock)
+    return output.keyframe_latents, output.keyframes, output.animation
+
+
+def pipeline_side(components: Components, settings: Settings, output_dir: Path, clock: StageClock):
+    with probing(clock, keep_keyframes=True) as capture:
+        files = list(animate(components, settings, output_dir))
+    return torch.cat(capture.keyframe_latents), torch.cat(capture.keyframes), files[-1]
+
+
+def pipeline_only_side(components: Components, settings: Settings, output_dir: Path, clock: StageClock):
+    """The pipeline without keeping its keyframes, so the memory measured is its own."""
+    with probing(clock, keep_keyframes=False):
+        files = list(animate(components, settings, output_dir))
+    return None, None, files[-1]
+
+
+def free_memory(device: torch.device) -> None:
+    """Drop what the previous run left, so each side starts from the same state."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure_side(name: str, side: Side, components: Components, settings: Settings) -> SideResult:
+    """Run one side once, measured; its animation goes to a temporary directory."""
+    free_memory(components.device)
+    clock = StageClock(components.device)
+    counter = UNetCounter()
+    print(f"--- {name} ---", flush=True)
+    with tempfile.TemporaryDirectory() as output_dir:
+        with measuring_memory(components.device) as memory, counter.counting(components.unet):
+            synchronize(components.device)
+            started = time.perf_counter()
+            latents, keyframes, animation = side(components, settings, Path(output_dir), clock)
+            synchronize(components.device)
+            total = time.perf_counter() - started
+        animation_size = animation.stat().st_size
+        animation_sha256 = file_sha256(animation)
+    print(f"--- {name}: {total:.2f}s ---", flush=True)
+    return SideResult(
+        name=name,
+        total_s=total,
+        stages=dict(clock.seconds),
+        unet_calls=counter.calls,
+        unet_samples=counter.samples,
+        memory=memory,
+        keyframes=keyframes,
+        keyframe_latents=latents,
+        animation_size=animation_size,
+        animation_sha256=animation_sha256,
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def warm_up(components: Components, settings: Settings) -> None:
+    """Run both sides once on the same shapes with few steps, untimed: CUDA loads kernels,
+    creates library handles and grows its memory pool on first use."""
+    few_steps = dataclasses.replace(settings, num_inference_steps=WARMUP_STEPS)
+    for side in (reference_side, pipeline_side):
+        with tempfile.TemporaryDirectory() as output_dir:
+            side(components, few_steps, Path(output_dir), StageClock(components.device))
+    synchronize(components.device)
+
+
+def compare_keyframes(reference: SideResult, pipeline: SideResult, dtype: torch.dtype) -> Agreement:
+    if reference.keyframes.shape != pipeline.keyframes.shape:
+        raise RuntimeError(
+            f"The reference made keyframes {tuple(reference.keyframes.shape)} but the pipeline "
+            f"{tuple(pipeline.keyframes.shape)}: they do not run the same walk."
+        )
+    image_difference = (reference.keyframes - pipeline.keyframes).abs()
+    latent_scale = reference.keyframe_latents.abs().max().clamp_min(1e-12)
+    latent_difference = (reference.keyframe_latents - pipeline.keyframe_latents).abs().max() / latent_scale
+    return Agreement(
+        max_image_difference=image_difference.max().item(),
+        mean_image_difference=image_difference.mean().item(),
+        max_latent_difference=latent_difference.item(),
+        tolerance=KEYFRAME_TOLERANCE[dtype],
+        same_animation_file=reference.animation_sha256 == pipeline.animation_sha256,
+    )
+
+
+def run_comparison(
+    components: Components, settings: Settings, warmup: bool
+) -> tuple[SideResult, SideResult, Agreement]:
+    """(a) the reference, then (b) the pipeline, measured; their keyframes compared."""
+    if warmup:
+        print(f"Warm-up: both sides with {WARMUP_STEPS} steps, not timed", flush=True)
+        warm_up(components, settings)
+    reference = measure_side("reference", reference_side, components, settings)
+    pipeline = measure_side("pipeline", pipeline_side, components, settings)
+    return reference, pipeline, compare_keyframes(reference, pipeline, components.dtype)
+
+
+def run_pipeline_only(components: Components, settings: Settings) -> SideResult:
+    """The pipeline alone, measured (for requests too large for the reference)."""
+    return measure_side(f"pipeline ({settings.output_format})", pipeline_only_side, components, settings)

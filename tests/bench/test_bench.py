@@ -1,0 +1,88 @@
+"""Smoke test of the benchmark harness on tiny weights: both sides run, every stage is
+timed, and the reference and the pipeline make the same keyframes. Nothing is timed-asserted."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from bench import sd15
+from bench.measure import STAGES
+from bench.presets import PRESETS, tiny_components
+from bench.report import comparison_table, verdict
+from bench.runner import run_comparison, run_pipeline_only
+
+# The tiny models gain nothing from intra-op threads, and spinning threads on a shared
+# 2-core machine make every op slower.
+torch.set_num_threads(1)
+
+# Small enough to take seconds: 3 prompts and 3 keyframes per segment give K = 5 keyframes,
+# more than one CPU keyframe batch; S = 3 needs blended FILM frames. T = 6: PNDM runs 7
+# timesteps, n_shared = int(6 * (1 - 0.8)) = 1 of them shared, 6 per keyframe.
+SMALL_REQUEST = dataclasses.replace(
+    PRESETS["tiny"].settings, width=64, height=64, num_inference_steps=6,
+    num_animation_frames=3, num_interpolation_steps=3,
+)
+# Both guidance halves of every step: the shared one once, the other 6 for each keyframe.
+UNET_SAMPLES = 2 * (1 + 5 * 6)
+
+
+@pytest.fixture(scope="module")
+def components():
+    return tiny_components("cpu", torch.float32)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        SMALL_REQUEST,
+        dataclasses.replace(SMALL_REQUEST, film_interpolation=False, ping_pong=True, output_format="mp4"),
+    ],
+    ids=["film-gif", "latent-pingpong-mp4"],
+)
+def test_reference_and_pipeline_make_the_same_keyframes(components, settings):
+    reference, pipeline, agreement = run_comparison(components, settings, warmup=False)
+
+    assert agreement.agree, verdict(agreement)
+    assert agreement.max_latent_difference < 1e-4
+    assert reference.keyframes.shape == (5, 3, 64, 64)
+    # The same UNet work: 2 guided samples per step for the shared start and each keyframe,
+    # the reference one sample per call, the pipeline batched.
+    assert reference.unet_samples == pipeline.unet_samples == UNET_SAMPLES
+    assert reference.unet_calls == UNET_SAMPLES
+    assert pipeline.unet_calls < UNET_SAMPLES
+    for side in (reference, pipeline):
+        assert set(side.stages) == set(STAGES), side.name
+        assert all(seconds > 0 for seconds in side.stages.values()), side.stages
+        assert side.total_s >= sum(side.stages.values()) * 0.999
+        assert side.memory.host_peak_mib >= side.memory.host_start_mib > 0
+        assert side.animation_size > 0
+    assert "TOTAL (s)" in comparison_table(reference, pipeline)
+
+
+def test_pipeline_only_does_not_keep_keyframes(components):
+    result = run_pipeline_only(components, SMALL_REQUEST)
+
+    assert result.keyframes is None
+    assert set(result.stages) == set(STAGES)
+    assert result.unet_samples == UNET_SAMPLES
+
+
+def test_sd15_configs_have_sd15_parameter_counts():
+    # Built on the meta device: the shapes without the memory or the time.
+    with torch.device("meta"):
+        counts = {
+            "unet": sum(p.numel() for p in sd15.random_unet().parameters()),
+            "vae": sum(p.numel() for p in sd15.random_vae().parameters()),
+            "text_encoder": sum(p.numel() for p in sd15.random_text_encoder(0, 2, 1).parameters()),
+        }
+    # Stable Diffusion 1.5 (stable-diffusion-v1-5): 859.5M UNet, 83.7M VAE, 123.1M CLIP text.
+    assert counts == {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
+
+
+def test_sd15_scheduler_runs_sd15_timesteps():
+    scheduler = sd15.sd15_scheduler()
+    scheduler.set_timesteps(50)
+    # PLMS without Runge-Kutta warm-up repeats the first timestep; steps_offset 1 ends at 1.
+    assert scheduler.timesteps[:3].tolist() == [981, 961, 961]
+    assert scheduler.timesteps[-1].item() == 1
