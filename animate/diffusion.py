@@ -19,7 +19,7 @@ VAE_SCALE = 8  # the VAE turns an (H, W) image into (H/8, W/8) latents
 # Batch sizes on CPU: larger batches do not run faster there and cost memory.
 CPU_KEYFRAME_BATCH = 4
 CPU_DECODE_BATCH = 2
-# On CUDA the batch is what fits in half the free memory, by these estimates of the peak
+# On CUDA the batch is what fits in half the usable memory, by these estimates of the peak
 # activation bytes per element-sized unit (measured on SD 1.5 with the math attention
 # kernel, the most memory-hungry one), and at most these many: bigger batches stop paying.
 UNET_BYTES_PER_LATENT_PIXEL = 64 * 1024  # per UNet sample, in fp16
@@ -40,12 +40,23 @@ def initial_noise(seed: int, height: int, width: int, device: torch.device, dtyp
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
+def usable_cuda_memory(device: torch.device) -> int:
+    """Bytes this process can use on the GPU: free memory plus what PyTorch's allocator
+    holds in its cache without using it.
+
+    Counting the cache keeps the answer the same from one prediction to the next (the
+    cache grows after the first), so batch sizes, and with them the output bytes, repeat.
+    """
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    cached_bytes = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return free_bytes + cached_bytes
+
+
 def batch_size_for(device: torch.device, bytes_per_item: int, cpu_batch: int, max_batch: int) -> int:
-    """Items per batch: a fixed small number on CPU; on CUDA what fits in half the free memory."""
+    """Items per batch: a fixed small number on CPU; on CUDA what fits in half the usable memory."""
     if device.type != "cuda":
         return cpu_batch
-    free_bytes, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(max_batch, int(free_bytes * 0.5) // bytes_per_item))
+    return max(1, min(max_batch, usable_cuda_memory(device) // 2 // bytes_per_item))
 
 
 def keyframe_batch_size(device: torch.device, latents: torch.Tensor, guided: bool) -> int:

@@ -189,8 +189,10 @@ def test_nan_even_in_float32_is_an_error_not_an_image(components, monkeypatch):
         decode_latents(vae, latents, batch_size=1)
 
 
-def test_batch_sizes_fit_free_cuda_memory(monkeypatch):
+def test_batch_sizes_fit_usable_cuda_memory(monkeypatch):
     cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
     latents = torch.zeros(1, 4, 64, 64, dtype=torch.float16)
     per_keyframe = diffusion.UNET_BYTES_PER_LATENT_PIXEL * 64 * 64 * 2
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (per_keyframe * 6, 80 << 30))
@@ -204,3 +206,20 @@ def test_batch_sizes_fit_free_cuda_memory(monkeypatch):
     assert diffusion.decode_batch_size(cuda, latents) == diffusion.MAX_DECODE_BATCH
     cpu_latents = latents.float()
     assert diffusion.keyframe_batch_size(torch.device("cpu"), cpu_latents, True) == diffusion.CPU_KEYFRAME_BATCH
+
+
+def test_cuda_batch_size_does_not_change_when_the_allocator_cache_grows(monkeypatch):
+    """A second prediction sees less free memory (PyTorch keeps its cache) but the same
+    batch size, so the same seed gives the same bytes."""
+    cuda = torch.device("cuda")
+    latents = torch.zeros(1, 4, 64, 64, dtype=torch.float16)
+    per_keyframe = diffusion.UNET_BYTES_PER_LATENT_PIXEL * 64 * 64 * 2
+    allocated = 5 << 30
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: allocated)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (per_keyframe * 10, 80 << 30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: allocated)
+    first = diffusion.keyframe_batch_size(cuda, latents, guided=True)
+    cache = per_keyframe * 4  # kept by the allocator after the first prediction
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (per_keyframe * 10 - cache, 80 << 30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: allocated + cache)
+    assert diffusion.keyframe_batch_size(cuda, latents, guided=True) == first == 5
