@@ -8,9 +8,16 @@ from transformers import CLIPConfig, CLIPImageProcessorPil
 from animate.tiny import write_tiny_weights
 from animate.weights import load_components
 
-# The tiny models gain nothing from intra-op threads, and on a shared 2-core machine
-# spinning OpenMP threads make every op many times slower when other work runs.
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The tiny models gain nothing from intra-op threads, and on a shared 2-core machine
+    spinning OpenMP threads make every op 10x slower when other work runs. Restored after
+    each module, so other packages' tests keep their threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
