@@ -19,11 +19,14 @@ VAE_SCALE = 8  # the VAE turns an (H, W) image into (H/8, W/8) latents
 # Batch sizes on CPU: larger batches do not run faster there and cost memory.
 CPU_KEYFRAME_BATCH = 4
 CPU_DECODE_BATCH = 2
-# On CUDA the batch is what fits in half the usable memory, by these estimates of the peak
-# activation bytes per element-sized unit (measured on SD 1.5 with the math attention
-# kernel, the most memory-hungry one), and at most these many: bigger batches stop paying.
-UNET_BYTES_PER_LATENT_PIXEL = 64 * 1024  # per UNet sample, in fp16
-VAE_BYTES_PER_IMAGE_PIXEL = 1536  # per decoded image, in fp16
+# On CUDA the batch is what fits in half the usable memory, by these estimates of peak
+# activation memory, and at most MAX_*: bigger batches stop paying. The estimates are
+# worked out from SD 1.5's tensor sizes, not measured on a GPU: the UNet's is dominated
+# by one 8-head 4096x4096 attention matrix per sample at 512x512 (if the math attention
+# kernel runs; flash/memory-efficient kernels need far less), the VAE's by a few
+# 128-channel full-resolution tensors per image. Both scale with dtype size from fp16.
+UNET_BYTES_PER_LATENT_PIXEL = 64 * 1024  # per UNet sample (one guidance half)
+VAE_BYTES_PER_IMAGE_PIXEL = 1536  # per decoded image
 MAX_KEYFRAME_BATCH = 16
 MAX_DECODE_BATCH = 8
 
