@@ -8,6 +8,7 @@ depend on them.
 
 import json
 import re
+import uuid
 
 from animate import KeyframePlan
 from tests.server.live_server import REPO_ROOT, succeeded_outputs
@@ -112,3 +113,22 @@ def test_same_seed_gives_byte_identical_output(server):
     assert "Using seed: 1234" in first["logs"].splitlines()
     assert first_gif == second_gif
     assert other_gif != first_gif, "a different seed must give a different animation"
+
+
+def test_keyframe_pngs_are_sent_before_the_animation_is_done(server, webhooks):
+    """With intermediate_output, the keyframes reach the client while in-betweens are made."""
+    request = {
+        "prompt_start": "a red apple", "prompt_end": "a green pear", **SMALL,
+        "num_animation_frames": 3, "num_interpolation_steps": 16, "intermediate_output": True,
+    }
+    prediction_id = f"stream-{uuid.uuid4().hex[:12]}"
+    status, reply = server.predict_async(prediction_id, request, webhooks.url, ["output", "completed"])
+    assert status == 202, reply
+
+    final = webhooks.wait_for(prediction_id, lambda e: e.get("status") in {"succeeded", "failed", "canceled"}, 120)
+    assert final is not None and final["status"] == "succeeded", final
+    partial = [e["output"] for e in webhooks.events if e.get("id") == prediction_id and e.get("status") == "processing" and e.get("output")]
+    assert partial, "no output webhook before the prediction completed"
+    first = partial[0]
+    assert 0 < len(first) <= 3 and all(uri.startswith("data:image/png") for uri in first)
+    assert len(final["output"]) == 4 and final["output"][-1].startswith("data:image/gif")
