@@ -3,28 +3,40 @@
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
+# How much of the cut end of a long prompt the log quotes.
+CUT_EXCERPT_CHARS = 80
+
 
 def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
     """Token ids (len(prompts), L) padded and truncated to L = tokenizer.model_max_length.
 
-    Prints which prompts were cut and the words dropped, since the end of a long prompt
-    has no effect on the image.
+    Prints which prompts were cut and where the dropped text starts, since the end of a
+    long prompt has no effect on the image.
     """
     limit = tokenizer.model_max_length
     ids = tokenizer(
         prompts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt"
     ).input_ids
     full = tokenizer(prompts, padding=False, truncation=False).input_ids
-    for number, (prompt_ids, prompt) in enumerate(zip(full, prompts), start=1):
+    for number, prompt_ids in enumerate(full, start=1):
         if len(prompt_ids) > limit:
             # Everything between the kept tokens and the closing end-of-text token is lost.
-            dropped = tokenizer.decode(prompt_ids[limit - 1 : -1])
+            cut = prompt_ids[limit - 1 : -1]
             print(
                 f"Prompt {number} is {len(prompt_ids)} tokens long and the text encoder reads "
-                f"{limit}, so this end was cut: {dropped!r}",
+                f"{limit}, so its last {len(cut)} tokens were cut, from: {cut_excerpt(tokenizer, cut)}",
                 flush=True,
             )
     return ids
+
+
+def cut_excerpt(tokenizer: CLIPTokenizer, cut_ids: list[int]) -> str:
+    """The start of the cut text, quoted; at most CUT_EXCERPT_CHARS characters, so that a
+    prompt of many thousand characters does not flood the log."""
+    text = tokenizer.decode(cut_ids[:CUT_EXCERPT_CHARS])
+    if len(text) > CUT_EXCERPT_CHARS or len(cut_ids) > CUT_EXCERPT_CHARS:
+        return f"{text[:CUT_EXCERPT_CHARS]!r}..."
+    return repr(text)
 
 
 def encode_prompts(

@@ -100,3 +100,49 @@ def test_seed_outside_32_bits_is_rejected(seed):
 def test_settings_reject_empty_prompt_piece():
     with pytest.raises(InputError, match="empty prompt"):
         settings_from_inputs(**inputs(prompt_end="a||b"))
+
+
+@pytest.mark.parametrize(
+    "start, end, names",
+    [
+        ("\x00\x01\x02", "a dog", "prompt_start is empty"),
+        ("a cat", "\u200b\u200d", "prompt_end is empty"),
+        ("a cat", "a dog|\x07\x1b|a bird", "position 2 of 3"),
+    ],
+    ids=["control-start", "zero-width-end", "control-piece"],
+)
+def test_prompt_of_only_invisible_characters_is_empty(start, end, names):
+    with pytest.raises(InputError, match=names):
+        parse_prompts(start, end)
+
+
+def test_visible_text_with_control_characters_and_emoji_is_kept():
+    assert parse_prompts("a\tred\napple\x07 🍎", "❤️‍🔥 Ωmega | 赤いリンゴ") == ["a\tred\napple\x07 🍎", "❤️‍🔥 Ωmega", "赤いリンゴ"]
+
+
+def test_prompt_far_longer_than_the_encoder_reads_is_refused_in_one_sentence():
+    from animate.prompts import MAX_PROMPT_CHARS
+
+    assert parse_prompts("a " * (MAX_PROMPT_CHARS // 2), "b")  # at the limit: accepted
+    with pytest.raises(InputError) as caught:
+        parse_prompts("x" * 5_000_000, "b")
+    message = str(caught.value)
+    assert message.startswith("prompt_start is 5,000,000 characters long")
+    assert f"at most {MAX_PROMPT_CHARS:,} characters" in message and len(message) < 300
+    with pytest.raises(InputError, match="^prompt_end is"):
+        parse_prompts("a", "y" * (MAX_PROMPT_CHARS + 1))
+
+
+def test_too_many_prompts_are_refused_in_one_sentence():
+    from animate.prompts import MAX_PROMPTS
+
+    assert len(parse_prompts("a", "|".join(["b"] * (MAX_PROMPTS - 1)))) == MAX_PROMPTS
+    with pytest.raises(InputError, match=f"use at most {MAX_PROMPTS - 1}"):
+        parse_prompts("a", "|".join(["b"] * MAX_PROMPTS))
+
+
+def test_error_quotes_only_the_start_of_a_long_input():
+    with pytest.raises(InputError) as caught:
+        parse_prompts("a", "b" * 5000 + "||c")
+    message = str(caught.value)
+    assert "(5,003 characters)" in message and len(message) < 250

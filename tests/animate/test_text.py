@@ -1,3 +1,5 @@
+import re
+
 import torch
 
 from animate.text import encode_prompts
@@ -32,3 +34,13 @@ def test_long_prompt_is_truncated_and_the_log_says_which(components, capsys):
 def test_short_prompts_log_nothing(components, capsys):
     encode_prompts(components.tokenizer, components.text_encoder, ["a cat", "a dog"])
     assert "cut" not in capsys.readouterr().out
+
+
+def test_cut_of_a_very_long_prompt_is_quoted_briefly(components, capsys):
+    from animate.text import CUT_EXCERPT_CHARS
+
+    encode_prompts(components.tokenizer, components.text_encoder, ["a red apple " * 800])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "cut" in line]
+    assert len(lines) == 1
+    assert re.fullmatch(r"Prompt 1 is \d+ tokens long .* so its last \d+ tokens were cut, from: '[a-z ]+'\.\.\.", lines[0])
+    assert len(lines[0]) < 150 + CUT_EXCERPT_CHARS
