@@ -9,14 +9,34 @@ Layout (the same for real and tiny weights):
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-# Offline before the Hugging Face libraries read their settings: loading must never reach
-# the network, even to check for updates (local_files_only below says the same per call).
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+def go_offline() -> None:
+    """Make the Hugging Face libraries never reach the network, even to check for updates.
+
+    The environment variables cover libraries imported later (and subprocesses). The hub
+    library reads them once, at its import, so when it was imported before this module
+    (by a caller, a test, the server) its flags are set directly as well; diffusers copies
+    them into some of its modules at import, and those copies are set too.
+    (local_files_only below says the same per call.)
+    """
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DIFFUSERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+        os.environ[name] = "1"
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY = True
+    for module_name in ("diffusers.utils.hub_utils", "diffusers.loaders.lora_base", "diffusers.models.attention_dispatch"):
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, "HF_HUB_OFFLINE"):
+            module.HF_HUB_OFFLINE = True
+
+
+# Before diffusers and transformers are imported below, so that they start offline.
+go_offline()
 
 import diffusers  # noqa: E402
 import torch  # noqa: E402
@@ -38,8 +58,20 @@ HOW_TO_GET_WEIGHTS = (
 )
 
 
+# How much of a library's error message a WeightsError quotes (some list every tensor).
+ERROR_DETAIL_CHARS = 200
+
+
 class WeightsError(RuntimeError):
     """Weights are missing or unreadable; the message names the path and the fix."""
+
+
+def describe(error: BaseException) -> str:
+    """A library error as one short line: its type and the start of its message."""
+    text = " ".join(str(error).split())
+    if len(text) > ERROR_DETAIL_CHARS:
+        text = text[:ERROR_DETAIL_CHARS] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 @dataclass
@@ -86,7 +118,7 @@ def check_safetensors(path: Path) -> None:
             handle.keys()
     except Exception as error:  # safetensors raises its own error types for bad files
         raise WeightsError(
-            f"Model weights file {path} is corrupt or truncated ({error}): "
+            f"Model weights file {path} is corrupt or truncated ({describe(error)}): "
             f"delete it and fetch it again ({HOW_TO_GET_WEIGHTS})."
         ) from error
 
@@ -105,14 +137,32 @@ def load_model(model_class, folder: Path, stem: str, dtype: torch.dtype):
         )
     except (OSError, ValueError, RuntimeError) as error:
         raise WeightsError(
-            f"Could not load {folder} ({error}): fetch the weights again ({HOW_TO_GET_WEIGHTS})."
+            f"Could not load {folder} ({describe(error)}): fetch the weights again ({HOW_TO_GET_WEIGHTS})."
         ) from error
+
+
+def read_json(path: Path) -> dict:
+    """The JSON object in path; WeightsError naming the file when it is unreadable or not JSON."""
+    require(path)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError covers bad UTF-8 and bad JSON
+        raise WeightsError(
+            f"Model file {path} is corrupt ({describe(error)}): "
+            f"delete it and fetch the weights again ({HOW_TO_GET_WEIGHTS})."
+        ) from error
+    if not isinstance(content, dict):
+        raise WeightsError(
+            f"Model file {path} is corrupt (it holds no JSON object): "
+            f"delete it and fetch the weights again ({HOW_TO_GET_WEIGHTS})."
+        )
+    return content
 
 
 def load_scheduler(folder: Path) -> SchedulerMixin:
     """The scheduler class named in scheduler_config.json, with that configuration."""
-    config_path = require(folder / "scheduler_config.json")
-    class_name = json.loads(config_path.read_text()).get("_class_name", "")
+    config_path = folder / "scheduler_config.json"
+    class_name = read_json(config_path).get("_class_name", "")
     scheduler_class = getattr(diffusers, class_name, None)
     if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, SchedulerMixin)):
         raise WeightsError(
@@ -122,10 +172,31 @@ def load_scheduler(folder: Path) -> SchedulerMixin:
     return scheduler_class.from_pretrained(folder, local_files_only=True)
 
 
+# The tokenizer's JSON files; tokenizer.json (when present) is what the tokenizer reads,
+# otherwise vocab.json with merges.txt (the layout of the hub's SD 1.5).
+TOKENIZER_JSON_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json")
+
+
 def load_tokenizer(folder: Path) -> CLIPTokenizer:
+    """The CLIP tokenizer of folder; WeightsError naming the file when one is corrupt.
+
+    The tokenizer libraries report a corrupt file as a bare decoding error without its
+    name, so each JSON file is read once here first.
+    """
     require(folder / "vocab.json")
     require(folder / "merges.txt")
-    return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+    for name in TOKENIZER_JSON_FILES:
+        if (folder / name).exists():
+            read_json(folder / name)
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+        tokenizer("a")  # a broken vocabulary or merges file fails here, not in the first prediction
+    except Exception as error:  # tokenizers raise many types (Exception, ValueError, KeyError...)
+        raise WeightsError(
+            f"Could not load the tokenizer in {folder} ({describe(error)}): "
+            f"fetch the weights again ({HOW_TO_GET_WEIGHTS})."
+        ) from error
+    return tokenizer
 
 
 def load_safety_checker(
@@ -150,7 +221,7 @@ def load_film(weights_dir: Path, device: torch.device, dtype: torch.dtype) -> fi
         return film_net.load(path, device, dtype)
     except (OSError, ValueError, RuntimeError) as error:
         raise WeightsError(
-            f"Could not load FILM weights {path} ({error}): fetch them again ({HOW_TO_GET_WEIGHTS})."
+            f"Could not load FILM weights {path} ({describe(error)}): fetch them again ({HOW_TO_GET_WEIGHTS})."
         ) from error
 
 

@@ -114,3 +114,61 @@ def test_fp16_variant_files_are_preferred(tiny_weights, tmp_path):
     name = "conv_in.weight"
     expected = (plain.state_dict()[name] * 0.5).half().float()
     torch.testing.assert_close(loaded.state_dict()[name], expected)
+
+
+TOKENIZER = "stable-diffusion/tokenizer"
+
+
+@pytest.mark.parametrize(
+    "relative, content",
+    [
+        (f"{TOKENIZER}/tokenizer.json", b"\x00\xff not json"),
+        (f"{TOKENIZER}/tokenizer.json", b'{"model": {"type": "BPE", "vo'),
+        (f"{TOKENIZER}/tokenizer_config.json", b""),
+        (f"{TOKENIZER}/vocab.json", b"[1, 2]"),
+        ("stable-diffusion/scheduler/scheduler_config.json", b"\x00\xff"),
+    ],
+    ids=["tokenizer-binary", "tokenizer-truncated", "tokenizer-config-empty", "vocab-not-an-object", "scheduler-binary"],
+)
+def test_corrupt_json_file_is_named_with_the_fix(tiny_weights, tmp_path, relative, content):
+    copy = shutil.copytree(tiny_weights, tmp_path / "weights")
+    (copy / relative).write_bytes(content)
+    with pytest.raises(WeightsError) as caught:
+        load_components(copy, "cpu", torch.float32)
+    message = str(caught.value)
+    assert message.startswith(f"Model file {copy / relative} is corrupt (")
+    assert "fetch the weights again" in message and "script/download-weights" in message
+    assert "\n" not in message and message.endswith(".")
+
+
+@pytest.mark.parametrize(
+    "vocab, merges, detail",
+    [
+        (None, b"\x00\xff\xfe garbage", "BPE"),
+        (b"{}", None, "not found in the vocabulary"),
+    ],
+    ids=["merges-binary", "vocab-empty"],
+)
+def test_corrupt_tokenizer_in_the_hub_layout_is_named(tiny_weights, tmp_path, vocab, merges, detail):
+    """The hub's SD 1.5 tokenizer has no tokenizer.json: vocab.json and merges.txt are read."""
+    copy = shutil.copytree(tiny_weights, tmp_path / "weights")
+    folder = copy / TOKENIZER
+    (folder / "tokenizer.json").unlink()
+    assert load_components(copy, "cpu", torch.float32).tokenizer("a cat").input_ids  # intact: loads
+    if vocab is not None:
+        (folder / "vocab.json").write_bytes(vocab)
+    if merges is not None:
+        (folder / "merges.txt").write_bytes(merges)
+    with pytest.raises(WeightsError) as caught:
+        load_components(copy, "cpu", torch.float32)
+    message = str(caught.value)
+    assert message.startswith(f"Could not load the tokenizer in {folder} (") and detail in message
+    assert "script/download-weights" in message and "\n" not in message
+
+
+def test_library_error_details_are_one_short_line():
+    from animate.weights import ERROR_DETAIL_CHARS, describe
+
+    detail = describe(RuntimeError("Error(s) in loading state_dict:\n" + "\tMissing key: x\n" * 500))
+    assert detail.startswith("RuntimeError: Error(s) in loading state_dict: Missing key: x")
+    assert "\n" not in detail and len(detail) <= ERROR_DETAIL_CHARS + 20
