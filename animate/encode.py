@@ -8,6 +8,7 @@ included) ffmpeg is killed and the partial file removed.
 
 import itertools
 import os
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterable
@@ -16,11 +17,17 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
+from animate.frames import disk_full_message
+
 # libx264 output depends on its thread count; fixing it makes the file the same bytes on
 # any machine, at a small cost in speed on machines with many cores.
 X264_THREADS = 4
 X264_CRF = 18  # visually lossless for these animations, still small
 STDERR_TAIL_CHARS = 300
+# How long one wait for ffmpeg blocks this thread; see wait_interruptibly.
+WAIT_SLICE_S = 0.1
+# What ffmpeg prints when its output does not fit (strerror of ENOSPC, EDQUOT, EFBIG).
+DISK_FULL_SIGNS = ("No space left on device", "Disk quota exceeded", "File too large")
 
 
 class EncodeError(RuntimeError):
@@ -59,6 +66,33 @@ def stderr_tail(stderr_file) -> str:
     return " ".join(text.split())[-STDERR_TAIL_CHARS:] or "no message"
 
 
+def wait_interruptibly(process: subprocess.Popen) -> int:
+    """process.wait() in slices of WAIT_SLICE_S, returning the exit status.
+
+    A plain wait() blocks in one system call until ffmpeg exits (seconds, when x264 flushes
+    a large video), and an exception raised asynchronously in this thread (how cog cancels
+    a prediction) only arrives after it; between slices it arrives at once.
+    """
+    while True:
+        try:
+            return process.wait(timeout=WAIT_SLICE_S)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def ffmpeg_error(what: str, returncode: int, stderr: str) -> "EncodeError":
+    """The one-sentence error for a failed ffmpeg run; a full disk says so and what to do."""
+    if returncode == -signal.SIGXFSZ:
+        return EncodeError(disk_full_message(what, "the file size limit was reached"))
+    for sign in DISK_FULL_SIGNS:
+        if sign in stderr:
+            return EncodeError(disk_full_message(what, sign))
+    return EncodeError(
+        f"ffmpeg failed while writing {what} (exit status {returncode}: "
+        f"{stderr}); check free disk space and the output directory."
+    )
+
+
 def run_ffmpeg(options: list[str], frames: Iterable[np.ndarray], shape: tuple[int, ...], what: str) -> int:
     """Run ffmpeg with `options`, streaming uint8 frames of `shape` to its stdin.
 
@@ -80,7 +114,7 @@ def run_ffmpeg(options: list[str], frames: Iterable[np.ndarray], shape: tuple[in
                 process.stdin.close()
             except BrokenPipeError:
                 pass  # ffmpeg stopped reading: its exit status and stderr say why
-            returncode = process.wait()
+            returncode = wait_interruptibly(process)
         finally:
             if process.poll() is None:
                 process.kill()
@@ -91,10 +125,7 @@ def run_ffmpeg(options: list[str], frames: Iterable[np.ndarray], shape: tuple[in
                 except BrokenPipeError:
                     pass
         if returncode != 0:
-            raise EncodeError(
-                f"ffmpeg failed while writing {what} (exit status {returncode}: "
-                f"{stderr_tail(stderr_file)}); check free disk space and the output directory."
-            )
+            raise ffmpeg_error(what, returncode, stderr_tail(stderr_file))
     return count
 
 

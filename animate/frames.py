@@ -1,5 +1,7 @@
 """Frames between the stages: float images on the device -> uint8 on the host -> files."""
 
+import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -10,11 +12,49 @@ import torch
 from PIL import Image
 
 
+# What the operating system says when a write does not fit: the disk or the user's quota is
+# full, or the file is over the process's size limit.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class DiskFullError(OSError):
+    """A file of the prediction did not fit on the disk; the message says what to do."""
+
+
+class BrokenFrameError(RuntimeError):
+    """A frame holds NaN; the message says what to try."""
+
+
+def disk_full_message(what: str, reason: str) -> str:
+    """The one sentence a user sees when `what` could not be written for lack of space."""
+    return (
+        f"The disk is full, so {what} could not be written ({reason}): free disk space where "
+        f"the server writes its outputs (its TMPDIR), or ask for fewer frames or a smaller size."
+    )
+
+
+@contextlib.contextmanager
+def reporting_full_disk(what: str) -> Iterator[None]:
+    """Turn an OSError from a full disk inside the block into a DiskFullError naming `what`."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in DISK_FULL_ERRNOS:
+            raise
+        raise DiskFullError(disk_full_message(what, os.strerror(error.errno))) from error
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """Images (B, 3, H, W) or one (3, H, W) in [0, 1] -> uint8 (B, H, W, 3) or (H, W, 3) on the host.
 
-    Rounds like diffusers' numpy_to_pil (x * 255, rounded).
+    Rounds like diffusers' numpy_to_pil (x * 255, rounded). Raises BrokenFrameError for
+    NaN, which would otherwise turn into black pixels in the animation without a word.
     """
+    if torch.isnan(images).any():
+        raise BrokenFrameError(
+            "A frame came out as NaN (not a number), which would show as black: "
+            "try another seed, or film_interpolation=false."
+        )
     scaled = (images.float() * 255).round().clamp(0, 255).to(torch.uint8)
     return scaled.movedim(-3, -1).cpu().numpy()
 
@@ -24,7 +64,8 @@ def write_png(image: np.ndarray, path: Path) -> Path:
     so a reader never sees half a file."""
     partial = path.with_name(f".{path.name}.partial")
     try:
-        Image.fromarray(image).save(partial, format="PNG")
+        with reporting_full_disk(path.name):
+            Image.fromarray(image).save(partial, format="PNG")
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
@@ -44,11 +85,14 @@ def ping_pong(frames: Iterable[np.ndarray], spool_dir: Path | None = None) -> It
             shape = frame.shape if shape is None else shape
             if frame.shape != shape or frame.dtype != np.uint8:
                 raise ValueError(f"frames must all be uint8 {shape}, got {frame.dtype} {frame.shape}")
-            spool.write(np.ascontiguousarray(frame).tobytes())
+            with reporting_full_disk("the ping-pong frames"):
+                spool.write(np.ascontiguousarray(frame).tobytes())
             count += 1
             yield frame
         if count < 3:
             return
+        with reporting_full_disk("the ping-pong frames"):
+            spool.flush()  # a buffered write that does not fit fails here
         frame_bytes = int(np.prod(shape))
         for index in range(count - 2, 0, -1):
             spool.seek(index * frame_bytes)

@@ -218,3 +218,104 @@ def test_gif_palette_comes_from_the_palette_frames(tmp_path):
     with Image.open(tmp_path / "a.gif") as image:
         decoded = np.asarray(image.convert("RGB"))
     assert decoded[..., 1].max() < 50  # no green in a palette made of reds
+
+
+def raise_in_thread(thread, exception_type):
+    """Raise exception_type in `thread` at its next Python bytecode, as cog does to cancel."""
+    import ctypes
+
+    changed = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exception_type))
+    assert changed == 1
+
+
+def test_cancel_while_ffmpeg_finishes_the_file_stops_at_once(tmp_path, monkeypatch):
+    """After the last frame, the encoder waits for ffmpeg to finish the file (seconds for a
+    large MP4); a cancel arriving then must not wait for it."""
+    import threading
+    import time
+
+    consumed = tmp_path / "consumed"
+    fake_ffmpeg = tmp_path / "slow-ffmpeg"
+    # Reads every frame, then takes a minute to "finish the file".
+    fake_ffmpeg.write_text(f"#!/bin/sh\ncat > /dev/null\ntouch {consumed}\nexec sleep 60\n")
+    fake_ffmpeg.chmod(0o755)
+    monkeypatch.setattr(encode.imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(fake_ffmpeg))
+    started = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(encode.subprocess, "Popen", recording_popen)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    outcome = []
+
+    def encode_in_thread():
+        try:
+            encode_mp4(streamed(frames(5)), out_dir / "a.mp4", 10)
+            outcome.append("finished")
+        except Canceled:
+            outcome.append("canceled")
+
+    thread = threading.Thread(target=encode_in_thread)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not consumed.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert consumed.exists(), "the fake ffmpeg never got the frames"
+    time.sleep(0.3)  # the encoder is now waiting for ffmpeg to exit
+    canceled_at = time.monotonic()
+    raise_in_thread(thread, Canceled)
+    thread.join(timeout=30)
+    latency = time.monotonic() - canceled_at
+    print(f"cancel while waiting for ffmpeg: stopped after {latency * 1000:.0f} ms")
+    assert outcome == ["canceled"]
+    assert latency < 5, f"the encoder waited {latency:.1f} s for ffmpeg after the cancel"
+    assert started and all(process.poll() is not None for process in started), "ffmpeg was left running"
+    assert list(out_dir.iterdir()) == []
+
+
+def partial_path_on_a_full_disk(path):
+    """Make the encoder's temporary file (see write_atomically) a link to /dev/full, where
+    every write fails with ENOSPC, as on a full disk."""
+    import os
+
+    partial = path.with_name(f".{path.name}.partial")
+    os.symlink("/dev/full", partial)
+    return partial
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("fmt", ["gif", "mp4"])
+def test_full_disk_fails_in_one_sentence_that_says_so(tmp_path, fmt):
+    path = tmp_path / f"animation.{fmt}"
+    partial = partial_path_on_a_full_disk(path)
+    with pytest.raises(EncodeError) as caught:
+        if fmt == "gif":
+            encode_gif(streamed(frames(6)), path, 10, frames(2), 6)
+        else:
+            encode_mp4(streamed(frames(6)), path, 10)
+    message = str(caught.value)
+    assert message.startswith(f"The disk is full, so animation.{fmt} could not be written (No space left on device)")
+    assert "free disk space" in message and "fewer frames or a smaller size" in message
+    assert message.count(". ") == 0 and "\n" not in message
+    assert not path.exists() and not partial.exists()
+
+
+def test_file_size_limit_fails_like_a_full_disk(tmp_path, monkeypatch):
+    """Under RLIMIT_FSIZE ffmpeg is killed by SIGXFSZ and says nothing: still one sentence."""
+    import resource
+
+    real_popen = subprocess.Popen
+
+    def limited_popen(*args, **kwargs):
+        kwargs["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setattr(encode.subprocess, "Popen", limited_popen)
+    path = tmp_path / "animation.gif"
+    with pytest.raises(EncodeError, match=r"^The disk is full, so animation.gif could not be written \(the file size limit"):
+        encode_gif(streamed(frames(40)), path, 10, frames(2), 40)
+    assert list(tmp_path.iterdir()) == []

@@ -49,3 +49,36 @@ def test_png_is_written_whole_under_its_name(tmp_path):
     assert path == tmp_path / "keyframe-000.png"
     assert [p.name for p in tmp_path.iterdir()] == ["keyframe-000.png"]
     assert np.array_equal(np.asarray(Image.open(path)), image)
+
+
+def test_ping_pong_on_a_full_disk_fails_in_one_sentence(tmp_path, monkeypatch):
+    """The spool of forward frames lives on disk; /dev/full fails every write with ENOSPC."""
+    from animate import frames as frames_module
+    from animate.frames import DiskFullError
+
+    monkeypatch.setattr(frames_module.tempfile, "TemporaryFile", lambda dir=None: open("/dev/full", "w+b", buffering=0))
+    with pytest.raises(DiskFullError) as caught:
+        list(ping_pong(iter(numbered(4)), tmp_path))
+    message = str(caught.value)
+    assert message.startswith("The disk is full, so the ping-pong frames could not be written (No space left on device)")
+    assert "\n" not in message and message.endswith(".")
+
+
+def test_png_on_a_full_disk_fails_in_one_sentence_and_leaves_nothing(tmp_path):
+    import os
+
+    from animate.frames import DiskFullError
+
+    os.symlink("/dev/full", tmp_path / ".keyframe-000.png.partial")
+    with pytest.raises(DiskFullError, match=r"^The disk is full, so keyframe-000.png could not be written"):
+        write_png(np.zeros((8, 8, 3), np.uint8), tmp_path / "keyframe-000.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_frame_is_refused_instead_of_turning_black():
+    from animate.frames import BrokenFrameError
+
+    image = torch.rand(3, 4, 4)
+    image[1, 2, 2] = float("nan")
+    with pytest.raises(BrokenFrameError, match="NaN"):
+        to_uint8(image)
