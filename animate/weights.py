@@ -174,6 +174,8 @@ def load_scheduler(folder: Path) -> SchedulerMixin:
 
 # The tokenizer's JSON files; tokenizer.json (when present) is what the tokenizer reads,
 # otherwise vocab.json with merges.txt (the layout of the hub's SD 1.5).
+# Fewer tokens than the 256 bytes means no real vocabulary (SD 1.5 has 49408, tiny 514).
+MIN_VOCABULARY = 256
 TOKENIZER_JSON_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json")
 
 
@@ -196,6 +198,13 @@ def load_tokenizer(folder: Path) -> CLIPTokenizer:
             f"Could not load the tokenizer in {folder} ({describe(error)}): "
             f"fetch the weights again ({HOW_TO_GET_WEIGHTS})."
         ) from error
+    # transformers builds a tokenizer of a few special tokens, without a word, when it
+    # finds no vocabulary it can read; every prompt would then encode the same.
+    if len(tokenizer) < MIN_VOCABULARY:
+        raise WeightsError(
+            f"The tokenizer in {folder} has only {len(tokenizer)} tokens, so its vocabulary "
+            f"files are broken: fetch the weights again ({HOW_TO_GET_WEIGHTS})."
+        )
     return tokenizer
 
 

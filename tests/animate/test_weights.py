@@ -172,3 +172,14 @@ def test_library_error_details_are_one_short_line():
     detail = describe(RuntimeError("Error(s) in loading state_dict:\n" + "\tMissing key: x\n" * 500))
     assert detail.startswith("RuntimeError: Error(s) in loading state_dict: Missing key: x")
     assert "\n" not in detail and len(detail) <= ERROR_DETAIL_CHARS + 20
+
+
+def test_tokenizer_without_a_vocabulary_is_refused(tiny_weights, tmp_path):
+    """transformers quietly builds a tokenizer of special tokens only from such files."""
+    copy = shutil.copytree(tiny_weights, tmp_path / "weights")
+    folder = copy / TOKENIZER
+    (folder / "tokenizer.json").unlink()
+    (folder / "vocab.json").write_text('{"<|startoftext|>": 0, "<|endoftext|>": 1}')
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    with pytest.raises(WeightsError, match=r"has only 2 tokens, so its vocabulary files are broken: fetch the weights again"):
+        load_components(copy, "cpu", torch.float32)
