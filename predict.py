@@ -53,6 +53,7 @@ class Predictor(BasePredictor):
         # One base per server process, so two servers on one machine never clean up
         # each other's files.
         self.output_base = LocalPath(tempfile.mkdtemp(prefix="animation-outputs-"))
+        print(f"Outputs go to {self.output_base}", flush=True)
         print(f"Setup took {time.perf_counter() - started:.1f} s", flush=True)
 
     def predict(

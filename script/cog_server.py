@@ -34,20 +34,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(port: int, log_path: Path, weights_dir: Path | None = None) -> subprocess.Popen:
+def start(
+    port: int,
+    log_path: Path,
+    weights_dir: Path | None = None,
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen:
     """Start the server in a new process group, its output going to log_path.
 
     Uses the Python running this code (the project's virtualenv); weights_dir, when
-    given, becomes ANIMATE_WEIGHTS.
+    given, becomes ANIMATE_WEIGHTS. extra_args go to the server (e.g. --upload-url URL),
+    extra_env into its environment (e.g. TMPDIR).
     """
-    env = dict(os.environ, COG_PREDICT_TYPE_STUB=PREDICTOR, PORT=str(port))
+    env = dict(os.environ, **(extra_env or {}), COG_PREDICT_TYPE_STUB=PREDICTOR, PORT=str(port))
     # Not resolved: a virtualenv's python is a symlink, and its bin/ is what must come first.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     if weights_dir is not None:
         env["ANIMATE_WEIGHTS"] = str(weights_dir)
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
+            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1", *extra_args],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

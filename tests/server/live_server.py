@@ -24,9 +24,17 @@ PREDICTION_TIMEOUT_S = 600
 class LiveServer:
     """One running server: its URL, its log, and small helpers for requests."""
 
-    def __init__(self, work_dir: Path, weights_dir: Path | None = None):
+    def __init__(
+        self,
+        work_dir: Path,
+        weights_dir: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None,
+    ):
         self.work_dir = work_dir
         self.weights_dir = weights_dir or work_dir / "tiny-weights"
+        self.extra_args = extra_args  # to the server, e.g. ("--upload-url", url)
+        self.extra_env = extra_env  # into its environment, e.g. {"TMPDIR": ...}
         self.log_path = work_dir / "server.log"
         self.process: subprocess.Popen | None = None
         self.base_url = ""
@@ -40,7 +48,7 @@ class LiveServer:
             )
         port = cog_server.free_port()
         self.base_url = f"http://127.0.0.1:{port}"
-        self.process = cog_server.start(port, self.log_path, self.weights_dir)
+        self.process = cog_server.start(port, self.log_path, self.weights_dir, self.extra_args, self.extra_env)
         return self
 
     def wait_until_ready(self) -> dict:
