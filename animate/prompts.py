@@ -24,7 +24,7 @@ def quoted(text: str) -> str:
     """repr(text), shortened to its start when long, for error messages."""
     if len(text) <= QUOTE_CHARS:
         return repr(text)
-    return f"{text[:QUOTE_CHARS]!r}... ({len(text):,} characters)"
+    return f"{text[:QUOTE_CHARS]!r}… ({len(text):,} characters)"
 
 
 def check_length(name: str, text: str) -> None:

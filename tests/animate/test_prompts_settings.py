@@ -146,3 +146,4 @@ def test_error_quotes_only_the_start_of_a_long_input():
         parse_prompts("a", "b" * 5000 + "||c")
     message = str(caught.value)
     assert "(5,003 characters)" in message and len(message) < 250
+    assert message.count(". ") == 0 and message.endswith(".")  # still one sentence
