@@ -12,18 +12,16 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 
 # The demo uses the real weights when script/download-weights has fetched them, else tiny ones.
-# With tiny weights on a CPU the example request as published (512x512, 50 steps, 25
-# keyframes, FILM) takes over an hour, so it runs at 128x128 with 5 steps: the same walk,
-# frame count and file. `make demo DEMO_OVERRIDES=` sends it unchanged.
+# It sends the example request as published; `make demo DEMO_OVERRIDES="--set width=128"`
+# changes inputs of it.
 ifeq ($(wildcard weights/stable-diffusion/model_index.json),)
 ANIMATE_WEIGHTS ?= $(abspath $(TINY_WEIGHTS))
 DEMO_WEIGHTS_TARGET := weights
-DEMO_OVERRIDES ?= --set width=128 --set height=128 --set num_inference_steps=5
 else
 ANIMATE_WEIGHTS ?= $(abspath weights)
 DEMO_WEIGHTS_TARGET :=
-DEMO_OVERRIDES ?=
 endif
+DEMO_OVERRIDES ?=
 
 .PHONY: demo test weights real-weights schema bench clean
 
