@@ -60,6 +60,8 @@ def settings_from_inputs(
         seed = draw_seed()
     elif not 0 <= seed <= MAX_SEED:
         raise InputError(f"seed {seed} is out of range: use a whole number from 0 to {MAX_SEED}.")
+    # The server passes JSON 7.0 for an integer input as the float 7.0.
+    seed = int(seed)
     print(f"Using seed: {seed}", flush=True)
     return Settings(
         prompts=tuple(prompts),

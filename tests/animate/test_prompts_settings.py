@@ -147,3 +147,11 @@ def test_error_quotes_only_the_start_of_a_long_input():
     message = str(caught.value)
     assert "(5,003 characters)" in message and len(message) < 250
     assert message.count(". ") == 0 and message.endswith(".")  # still one sentence
+
+
+def test_integral_float_seed_is_used_and_logged_as_an_integer(capsys):
+    """The server accepts JSON 7.0 for an integer input and passes it on as a float."""
+    settings = settings_from_inputs(**inputs(seed=7.0, num_inference_steps=4.0))
+    assert settings.seed == 7 and type(settings.seed) is int
+    assert settings.num_inference_steps == 4 and type(settings.num_inference_steps) is int
+    assert "Using seed: 7\n" in capsys.readouterr().out
