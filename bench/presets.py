@@ -115,6 +115,13 @@ def tiny_components(device: str, dtype: torch.dtype) -> Components:
         return load_components(directory, device, dtype)
 
 
+def placed(model: torch.nn.Module, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    """The float32 model moved to device, cast only when dtype differs (diffusers warns on
+    every cast, even a no-op one)."""
+    model = model.to(device)
+    return model if dtype == torch.float32 else model.to(dtype)
+
+
 def sd15_components(device: str, dtype: torch.dtype) -> Components:
     """SD 1.5's UNet, VAE and text encoder and the default FILM, all with random weights,
     with the tiny byte-level tokenizer (its ids fit SD's vocabulary). No safety checker."""
@@ -125,13 +132,13 @@ def sd15_components(device: str, dtype: torch.dtype) -> Components:
     film = film_net.FilmNet().eval()
     return Components(
         tokenizer=tokenizer,
-        text_encoder=text_encoder.to(device, dtype),
-        unet=sd15.random_unet().to(device, dtype),
-        vae=sd15.random_vae().to(device, dtype),
+        text_encoder=placed(text_encoder, device, dtype),
+        unet=placed(sd15.random_unet(), device, dtype),
+        vae=placed(sd15.random_vae(), device, dtype),
         scheduler=sd15.sd15_scheduler(),
         safety_checker=None,
         feature_extractor=None,
-        film=film.to(device, dtype),
+        film=placed(film, device, dtype),
         device=torch.device(device),
         dtype=dtype,
     )

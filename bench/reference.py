@@ -153,11 +153,12 @@ def run_reference(components: Components, settings: Settings, output_dir: Path, 
 
     with clock.stage("keyframe_denoise"):
         keyframe_latents = []
-        for cond in keyframe_conds:
+        for number, cond in enumerate(keyframe_conds, start=1):
             own_scheduler = copy.deepcopy(scheduler)  # each keyframe goes on from the shared state
             keyframe_latents.append(
                 denoise(components, own_scheduler, shared.clone(), scheduler.timesteps[n_shared:], cond, uncond, guidance)
             )
+            print(f"reference: keyframe {number}/{plan.num_keyframes} denoised", flush=True)
 
     with clock.stage("decode"):
         keyframes = [decode(components, latent) for latent in keyframe_latents]
@@ -172,6 +173,7 @@ def run_reference(components: Components, settings: Settings, output_dir: Path, 
             else:
                 inbetweens = latent_inbetweens(components, keyframe_latents[gap], keyframe_latents[gap + 1], steps)
             frames += [to_uint8(frame) for frame in inbetweens]
+            print(f"reference: gap {gap + 1}/{plan.num_keyframes - 1} interpolated", flush=True)
         frames.append(to_uint8(keyframes[-1]))
 
     with clock.stage("encode"):

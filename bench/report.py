@@ -1,6 +1,7 @@
 """The benchmark's table on stdout and its JSON record in bench/results/."""
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -33,9 +34,24 @@ def describe_request(settings: Settings) -> str:
     )
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what the platform module knows."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def describe_machine(device: torch.device, dtype: torch.dtype) -> str:
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return f"{device.type} ({where}), {str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return (
+        f"{device.type} ({where}; {os.cpu_count()} cores), {str(dtype).removeprefix('torch.')}, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
 
 
 def other_seconds(side: SideResult) -> float:
