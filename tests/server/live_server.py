@@ -48,7 +48,12 @@ class LiveServer:
             )
         port = cog_server.free_port()
         self.base_url = f"http://127.0.0.1:{port}"
-        self.process = cog_server.start(port, self.log_path, self.weights_dir, self.extra_args, self.extra_env)
+        # The server's temporary files (predict()'s outputs included) go under work_dir,
+        # which pytest removes a few runs later, instead of piling up in /tmp.
+        temporary = self.work_dir / "tmp"
+        temporary.mkdir(exist_ok=True)
+        env = {"TMPDIR": str(temporary), **(self.extra_env or {})}
+        self.process = cog_server.start(port, self.log_path, self.weights_dir, self.extra_args, env)
         return self
 
     def wait_until_ready(self) -> dict:
