@@ -19,6 +19,7 @@ import cog_server  # noqa: E402  (script/ is not a package)
 # a loaded 2-core CI machine can be slow.
 SETUP_DEADLINE_S = 300
 PREDICTION_TIMEOUT_S = 600
+BUSY_RETRY_S = 10
 
 
 class LiveServer:
@@ -91,11 +92,21 @@ class LiveServer:
     def openapi(self) -> dict:
         return cog_server.get_json(f"{self.base_url}/openapi.json")
 
-    def predict(self, model_input: dict, **extra) -> tuple[int, dict]:
-        """A synchronous POST /predictions; (HTTP status, reply)."""
-        return cog_server.post_json(
-            f"{self.base_url}/predictions", {"input": model_input, **extra}, timeout=PREDICTION_TIMEOUT_S
-        )
+    def predict(self, model_input: dict, retry_busy: bool = True, **extra) -> tuple[int, dict]:
+        """A synchronous POST /predictions; (HTTP status, reply).
+
+        For about 0.1 s after answering a prediction coglet still reports BUSY and answers
+        409, so a test's back-to-back requests would fail now and then; with retry_busy a
+        409 is retried for up to BUSY_RETRY_S. Tests of the 409 itself pass retry_busy=False.
+        """
+        deadline = time.monotonic() + BUSY_RETRY_S
+        while True:
+            status, reply = cog_server.post_json(
+                f"{self.base_url}/predictions", {"input": model_input, **extra}, timeout=PREDICTION_TIMEOUT_S
+            )
+            if status != 409 or not retry_busy or time.monotonic() > deadline:
+                return status, reply
+            time.sleep(0.05)
 
     def predict_async(self, prediction_id: str, model_input: dict, webhook: str, events: list[str]) -> tuple[int, dict]:
         """POST /predictions with `Prefer: respond-async`; webhooks report its progress."""

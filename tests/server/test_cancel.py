@@ -28,7 +28,7 @@ def test_cancel_stops_the_prediction_and_the_next_one_succeeds(server, webhooks)
     denoising = webhooks.wait_for(prediction_id, lambda e: "step" in (e.get("logs") or ""), timeout_s=120)
     assert denoising is not None, "the prediction never started denoising"
 
-    busy_status, busy = server.predict({**LONG, "num_inference_steps": 1})
+    busy_status, busy = server.predict({**LONG, "num_inference_steps": 1}, retry_busy=False)
     assert busy_status == 409, busy  # one prediction at a time
 
     cancel_sent = time.monotonic()

@@ -209,7 +209,7 @@ def test_client_disconnecting_from_a_sync_prediction_cancels_it(server):
     # The next request is refused (409) only until the worker has stopped.
     refusals = 0
     while True:
-        status, reply = server.predict(PROBE)
+        status, reply = server.predict(PROBE, retry_busy=False)
         if status != 409:
             break
         refusals += 1
