@@ -23,7 +23,7 @@ DEMO_WEIGHTS_TARGET :=
 endif
 DEMO_OVERRIDES ?=
 
-.PHONY: demo test weights real-weights schema bench clean
+.PHONY: demo test weights real-weights schema bench soak clean
 
 ## demo: build tiny weights if there are no real ones, start the Cog server, run the example request, print the files in outputs/
 demo: $(RUNTIME_STAMP) $(DEMO_WEIGHTS_TARGET) schema
@@ -50,6 +50,10 @@ schema: $(RUNTIME_STAMP)
 ## bench: time the pipeline against the one-at-a-time reference (PRESET=tiny by default)
 bench: $(RUNTIME_STAMP)
 	$(PY) -m bench --preset $(PRESET)
+
+## soak: 50 sequential predictions through the real server, watching memory, files and descriptors
+soak: $(RUNTIME_STAMP) weights schema
+	$(PY) script/soak --weights $(abspath $(TINY_WEIGHTS))
 
 ## clean: remove generated files (outputs, schema, tiny weights, caches); keeps .venv and real weights
 clean:
