@@ -31,7 +31,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--formats", help="largest only: comma-separated output formats to run (default mp4,gif)"
     )
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: the preset's, else torch's choice)")
     parser.add_argument(
         "--warmup", action=argparse.BooleanOptionalAction, default=None,
         help="run both sides once untimed first (default: on for CUDA, off for CPU)",
@@ -62,8 +62,9 @@ def main(argv: list[str]) -> int:
     arguments = parse_arguments(argv)
     preset = preset_from_arguments(arguments)
     check_device(preset)
-    if arguments.threads is not None:
-        torch.set_num_threads(arguments.threads)
+    threads = arguments.threads if arguments.threads is not None else preset.threads
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     started = time.perf_counter()
     components = build_components(preset)

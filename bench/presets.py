@@ -50,6 +50,7 @@ class Preset:
     """models: "tiny" or "sd15"; compare: run the reference too (else the pipeline only);
     output_formats: one pipeline run per format when not comparing."""
 
+
     name: str
     models: str
     device: str
@@ -57,6 +58,7 @@ class Preset:
     settings: Settings
     compare: bool = True
     output_formats: tuple[str, ...] = ("gif",)
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
 
 
 PRESETS = {
@@ -74,6 +76,9 @@ PRESETS = {
             num_inference_steps=10,
             num_animation_frames=4,
         ),
+        # The tiny models' ops are too small to share between threads: with two, the
+        # threads' synchronisation dominates, and stalls whenever other work uses a core.
+        threads=1,
     ),
     "sd15-small": Preset(
         name="sd15-small",

@@ -63,6 +63,12 @@ def ratio(reference: float, pipeline: float) -> str:
     return f"{reference / pipeline:.2f}x" if pipeline > 0 else "-"
 
 
+def load(side: SideResult) -> str:
+    """The machine's 1-minute load average when the side started and ended: above the core
+    count, other work competed for the CPU and the times are inflated."""
+    return "{:.1f}/{:.1f}".format(*side.load_average)
+
+
 def mib(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -75,6 +81,8 @@ def comparison_table(reference: SideResult, pipeline: SideResult) -> str:
         rows.append((f"{STAGE_LABELS[stage]} (s)", f"{ref_s:.2f}", f"{pipe_s:.2f}", ratio(ref_s, pipe_s)))
     rows.append(("other (s)", f"{other_seconds(reference):.2f}", f"{other_seconds(pipeline):.2f}", ""))
     rows.append(("TOTAL (s)", f"{reference.total_s:.2f}", f"{pipeline.total_s:.2f}", ratio(reference.total_s, pipeline.total_s)))
+    rows.append(("CPU time, all threads (s)", f"{reference.cpu_s:.2f}", f"{pipeline.cpu_s:.2f}", ratio(reference.cpu_s, pipeline.cpu_s)))
+    rows.append(("load average start/end", load(reference), load(pipeline), ""))
     rows.append(("UNet forward calls", str(reference.unet_calls), str(pipeline.unet_calls), ratio(reference.unet_calls, pipeline.unet_calls)))
     rows.append(("UNet samples", str(reference.unet_samples), str(pipeline.unet_samples), ""))
     rows.append(("peak host memory (MiB)", mib(reference.memory.host_peak_mib), mib(pipeline.memory.host_peak_mib), ""))
@@ -90,6 +98,8 @@ def pipeline_table(results: list[SideResult]) -> str:
         rows.append((f"{STAGE_LABELS[stage]} (s)", *(f"{result.stages.get(stage, 0.0):.2f}" for result in results)))
     rows.append(("other (s)", *(f"{other_seconds(result):.2f}" for result in results)))
     rows.append(("TOTAL (s)", *(f"{result.total_s:.2f}" for result in results)))
+    rows.append(("CPU time, all threads (s)", *(f"{result.cpu_s:.2f}" for result in results)))
+    rows.append(("load average start/end", *(load(result) for result in results)))
     rows.append(("UNet forward calls", *(str(result.unet_calls) for result in results)))
     rows.append(("peak host memory (MiB)", *(mib(result.memory.host_peak_mib) for result in results)))
     rows.append(("  resident at start (MiB)", *(mib(result.memory.host_start_mib) for result in results)))
@@ -120,6 +130,8 @@ def verdict(agreement: Agreement) -> str:
 def side_record(side: SideResult) -> dict:
     return {
         "total_s": side.total_s,
+        "cpu_s": side.cpu_s,
+        "load_average_start_end": side.load_average,
         "stages_s": side.stages,
         "other_s": other_seconds(side),
         "unet_calls": side.unet_calls,

@@ -8,6 +8,7 @@ pictures does not pass for one.
 import dataclasses
 import gc
 import hashlib
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,6 +40,8 @@ class SideResult:
 
     name: str
     total_s: float
+    cpu_s: float  # CPU time of this process (all threads) during the run
+    load_average: tuple[float, float]  # the machine's 1-minute load average at start and end
     stages: dict[str, float]
     unet_calls: int
     unet_samples: int
@@ -102,16 +105,19 @@ def measure_side(name: str, side: Side, components: Components, settings: Settin
     with tempfile.TemporaryDirectory() as output_dir:
         with measuring_memory(components.device) as memory, counter.counting(components.unet):
             synchronize(components.device)
-            started = time.perf_counter()
+            load_at_start = os.getloadavg()[0]
+            started, cpu_started = time.perf_counter(), time.process_time()
             latents, keyframes, animation = side(components, settings, Path(output_dir), clock)
             synchronize(components.device)
-            total = time.perf_counter() - started
+            total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         animation_size = animation.stat().st_size
         animation_sha256 = file_sha256(animation)
     print(f"--- {name}: {total:.2f}s ---", flush=True)
     return SideResult(
         name=name,
         total_s=total,
+        cpu_s=cpu,
+        load_average=(load_at_start, os.getloadavg()[0]),
         stages=dict(clock.seconds),
         unet_calls=counter.calls,
         unet_samples=counter.samples,
