@@ -61,12 +61,48 @@ class FilmNet(nn.Module):
             (B, 2, H/2^i, W/2^i), finest first, from x0 to x1 and from x1 to x0, before the
             time scaling; channel 0 is dx.
         """
+        # x0 and x1 go through the shared-weight networks as one batch: the same arithmetic
+        # as two calls, with larger kernels.
+        image_pyramid, feature_pyramid = self.pyramids(torch.cat((x0, x1)))
+        return self.fuse(image_pyramid, feature_pyramid)
+
+    def extract(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """Frames (N, 3, H, W), values in [0, 1] -> what the midpoint of any pair needs from
+        each frame alone, so a frame that is in several pairs is extracted once: the list of
+        fusion_pyramid_levels padded images (N, 3, H'/2^i, W'/2^i) then pyramid_levels
+        features (N, C_i, H'/2^i, W'/2^i), finest first, H' and W' being H and W padded
+        as in forward. `midpoints` takes two of these (or rows of them, stacked)."""
+        frames = frames.to(self.dtype)
+        padding = centred_padding(*frames.shape[-2:], self.options.alignment)
+        image_pyramid, feature_pyramid = self.pyramids(F.pad(frames, padding))
+        return image_pyramid[: self.options.fusion_pyramid_levels] + feature_pyramid
+
+    def midpoints(self, extracted0: list[torch.Tensor], extracted1: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """`extract` of frames x0 and of frames x1 (B rows each), and their unpadded (H, W)
+        -> the midpoint frames (B, 3, H, W), as forward(x0, x1) gives them."""
+        levels = self.options.fusion_pyramid_levels
+        both = [torch.cat(pair) for pair in zip(extracted0, extracted1)]
+        image = self.fuse(both[:levels], both[levels:])["image"]
+        height, width = size
+        padding = centred_padding(height, width, self.options.alignment)
+        left, _, top, _ = padding
+        return image[:, :, top : top + height, left : left + width]
+
+    def pyramids(self, frames: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Aligned frames (N, 3, H, W) -> (image pyramid (N, 3, H/2^i, W/2^i), feature
+        pyramid (N, C_i, H/2^i, W/2^i)), pyramid_levels each, finest first."""
+        image_pyramid = build_image_pyramid(frames, self.options.pyramid_levels)
+        return image_pyramid, self.feat_net(image_pyramid)
+
+    def fuse(
+        self, image_pyramid: list[torch.Tensor], feature_pyramid: list[torch.Tensor]
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Pyramids of 2B aligned frames, x0 (the first B) then x1, with at least
+        fusion_pyramid_levels images and all pyramid_levels features -> predict's dict:
+        flows both ways, warping halfway and fusion."""
         options = self.options
-        batch = x0.shape[0]
-        # x0 and x1 (and below, both flow directions) go through the shared-weight networks
-        # as one batch: the same arithmetic as two calls, with larger kernels.
-        image_pyramid = build_image_pyramid(torch.cat((x0, x1)), options.pyramid_levels)
-        feature_pyramid = self.feat_net(image_pyramid)
+        batch = feature_pyramid[0].shape[0] // 2
+        # Both flow directions go through the flow estimator as one batch.
         swapped_features = [torch.cat((level[batch:], level[:batch])) for level in feature_pyramid]
         residual_flows = self.predict_flow(feature_pyramid, swapped_features)
 

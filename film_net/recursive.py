@@ -47,7 +47,7 @@ def interpolate(
     gaps_per_chunk = max(1, max_batch // (1 << (depth - 1)))
     for start in range(0, gaps, gaps_per_chunk):
         stop = min(start + gaps_per_chunk, gaps)
-        film_frames = bisect(model, keyframes[start:stop], keyframes[start + 1 : stop + 1], depth, max_batch)
+        film_frames = bisect(model, keyframes[start : stop + 1], depth, max_batch)
         for gap in range(stop - start):
             yield keyframes[start + gap]
             for j in range(1, steps):
@@ -66,28 +66,86 @@ def check_arguments(keyframes: torch.Tensor, steps: int, max_batch: int) -> None
         raise ValueError(f"interpolate needs max_batch of at least 1, got {max_batch}.")
 
 
+class CallablePairs:
+    """A plain midpoint callable seen through FilmNet's extract / midpoints interface: what
+    it "extracts" from a frame is the frame itself."""
+
+    def __init__(self, model: MidpointModel):
+        self.model = model
+
+    def extract(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """(N, 3, H, W) -> [frames]."""
+        return [frames]
+
+    def midpoints(self, extracted0: list[torch.Tensor], extracted1: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """[x0], [x1], both (B, 3, H, W) -> model(x0, x1)."""
+        return self.model(extracted0[0], extracted1[0])
+
+
+def pair_model(model: MidpointModel):
+    """The model itself when it can extract each frame once (a FilmNet), else an adapter."""
+    return model if hasattr(model, "extract") and hasattr(model, "midpoints") else CallablePairs(model)
+
+
 @torch.inference_mode()
-def bisect(model: MidpointModel, left: torch.Tensor, right: torch.Tensor, depth: int, max_batch: int) -> torch.Tensor:
-    """Gaps from `left` to `right`, both (G, 3, H, W) -> (G, 2^depth + 1, 3, H, W): the frames
-    at times m / 2^depth, m = 0 .. 2^depth; the ends are `left` and `right`, the others FILM
-    midpoints (clipped to [0, 1]), each level of all gaps computed in batches."""
-    frames = torch.stack((left, right), dim=1)
-    for _ in range(depth):
-        gaps, intervals = frames.shape[0], frames.shape[1] - 1
-        x0 = frames[:, :-1].flatten(0, 1)
-        x1 = frames[:, 1:].flatten(0, 1)
-        midpoints = torch.cat([midpoint(model, x0[i : i + max_batch], x1[i : i + max_batch]) for i in range(0, len(x0), max_batch)])
+def bisect(model: MidpointModel, keyframes: torch.Tensor, depth: int, max_batch: int) -> torch.Tensor:
+    """The G gaps between `keyframes` (G + 1, 3, H, W) -> (G, 2^depth + 1, 3, H, W): the frames
+    at times m / 2^depth, m = 0 .. 2^depth; the ends are the gap's keyframes, the others FILM
+    midpoints (clipped to [0, 1]), each level of all gaps computed in batches.
+
+    Every frame is in two pairs of the next level (as the right and the left frame), so
+    what FILM extracts from a frame alone (pyramids of images and features) is computed once
+    per frame and kept until its last pair; the frames of the last level need none.
+    """
+    pairs_model = pair_model(model)
+    gaps, size = keyframes.shape[0] - 1, tuple(keyframes.shape[-2:])
+    frames = torch.stack((keyframes[:-1], keyframes[1:]), dim=1)
+    extracted = extract_per_frame(pairs_model, keyframes, 2 * max_batch)
+    extracted = [extracted[gap : gap + 2] for gap in range(gaps)]  # [gap][position in time]
+    for level in range(depth):
+        intervals = frames.shape[1] - 1
+        pairs = [(gap_extracted[m], gap_extracted[m + 1]) for gap_extracted in extracted for m in range(intervals)]
+        midpoints = torch.cat(
+            [midpoint_batch(pairs_model, pairs[i : i + max_batch], size, frames.dtype) for i in range(0, len(pairs), max_batch)]
+        )
+        midpoints = midpoints.view(gaps, intervals, *frames.shape[2:])
         refined = frames.new_empty((gaps, 2 * intervals + 1, *frames.shape[2:]))
         refined[:, 0::2] = frames
-        refined[:, 1::2] = midpoints.view(gaps, intervals, *frames.shape[2:])
+        refined[:, 1::2] = midpoints
         frames = refined
+        if level + 1 < depth:
+            extracted_midpoints = extract_per_frame(pairs_model, midpoints.flatten(0, 1), 2 * max_batch)
+            extracted = [
+                interleave(gap_extracted, extracted_midpoints[gap * intervals : (gap + 1) * intervals])
+                for gap, gap_extracted in enumerate(extracted)
+            ]
     return frames
 
 
-def midpoint(model: MidpointModel, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-    """FILM frames (B, 3, H, W) halfway between x0 and x1, clipped to [0, 1] (the model's
-    output is not bounded, and frames are images), in the inputs' dtype."""
-    return model(x0, x1).clamp(0, 1).to(x0.dtype)
+def extract_per_frame(pairs_model, frames: torch.Tensor, max_batch: int) -> list[list[torch.Tensor]]:
+    """Frames (N, 3, H, W) -> for each frame, the list of what `extract` gives for it (each a
+    view without the batch dimension), extracted in batches of at most `max_batch`."""
+    per_frame = []
+    for start in range(0, frames.shape[0], max_batch):
+        batch = pairs_model.extract(frames[start : start + max_batch])
+        per_frame.extend([tensor[row] for tensor in batch] for row in range(batch[0].shape[0]))
+    return per_frame
+
+
+def midpoint_batch(pairs_model, pairs: list, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """Pairs of per-frame extractions -> their midpoint frames (B, 3, H, W), clipped to [0, 1]
+    (the model's output is not bounded, and frames are images), in `dtype`."""
+    extracted0 = [torch.stack(rows) for rows in zip(*(pair[0] for pair in pairs))]
+    extracted1 = [torch.stack(rows) for rows in zip(*(pair[1] for pair in pairs))]
+    return pairs_model.midpoints(extracted0, extracted1, size).clamp(0, 1).to(dtype)
+
+
+def interleave(ends: list, middles: list) -> list:
+    """[a, b, c], [ab, bc] -> [a, ab, b, bc, c]."""
+    merged = [ends[0]]
+    for middle, end in zip(middles, ends[1:]):
+        merged += [middle, end]
+    return merged
 
 
 @torch.inference_mode()

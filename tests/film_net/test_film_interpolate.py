@@ -94,6 +94,26 @@ def test_matches_direct_calls_of_a_tiny_film_net():
     assert frames[2].std() > 1e-3
 
 
+@pytest.mark.parametrize("steps", [2, 5, 8])
+def test_film_net_extracts_each_frame_once_and_matches_pair_by_pair_calls(steps):
+    torch.manual_seed(0)
+    model = film_net.FilmNet(film_net.TINY_OPTIONS).eval()
+    keyframes = torch.rand(3, 3, 70, 66)  # not multiples of 64: padding and cropping matter
+    extracted = []
+    extract = model.extract
+    model.extract = lambda frames: extracted.append(len(frames)) or extract(frames)
+    cached = list(film_net.interpolate(model, keyframes, steps, max_batch=3))
+    # Per pair call the same model, through its forward only.
+    uncached = list(film_net.interpolate(lambda x0, x1: model(x0, x1), keyframes, steps, max_batch=3))
+    for frame, reference in zip(cached, uncached, strict=True):
+        torch.testing.assert_close(frame, reference, rtol=0, atol=1e-5)
+    depth = bisection_depth(steps)
+    gaps = keyframes.shape[0] - 1
+    chunks = -(-gaps // max(1, 3 // 2 ** (depth - 1)))
+    # Each chunk's two end keyframes, then every midpoint that is bisected again.
+    assert sum(extracted) == gaps + chunks + gaps * (2 ** (depth - 1) - 1)
+
+
 def test_model_calls_are_batched_across_gaps_and_bounded_by_max_batch():
     model = RecordingModel()
     list(film_net.interpolate(model, torch.rand(6, 3, 4, 6), 4, max_batch=4))
