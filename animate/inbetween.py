@@ -11,8 +11,17 @@ import torch
 from diffusers import AutoencoderKL
 
 import film_net
-from animate.diffusion import decode_latents
+from film_net.recursive import DEFAULT_MAX_BATCH as FILM_CPU_BATCH
+from animate.diffusion import batch_size_for, decode_latents
 from animate.slerp import slerp
+
+# FILM pairs per call on CUDA: what fits in half the usable memory by this estimate of the
+# peak per pair (fp16), worked out from film_net's tensor sizes, not measured on a GPU: the
+# kept image and feature pyramids of about three frames (the interpolator keeps each
+# frame's until its last pair), ~1 KB per pixel in all, plus the flow and fusion activations
+# of one pair, ~2 KB per pixel. At most MAX_FILM_BATCH: bigger batches stop paying.
+FILM_BYTES_PER_PIXEL_PAIR = 3 * 1024
+MAX_FILM_BATCH = 16
 
 
 def inbetween_times(num_keyframes: int, steps: int) -> list[tuple[int, float]]:
@@ -67,4 +76,11 @@ def film_frames(film: film_net.FilmNet, keyframe_images: torch.Tensor, steps: in
         return
     parameter = next(film.parameters())
     keyframes = keyframe_images.to(parameter.device, parameter.dtype)
-    yield from film_net.interpolate(film, keyframes, steps)
+    yield from film_net.interpolate(film, keyframes, steps, max_batch=film_batch_size(keyframes))
+
+
+def film_batch_size(keyframes: torch.Tensor) -> int:
+    """FILM pairs per call for keyframes (K, 3, H, W) in the model's dtype and device: film_net's
+    default on CPU, sized from free memory on CUDA."""
+    per_pair = FILM_BYTES_PER_PIXEL_PAIR * keyframes.shape[-2] * keyframes.shape[-1] * keyframes.element_size() // 2
+    return batch_size_for(keyframes.device, per_pair, FILM_CPU_BATCH, MAX_FILM_BATCH)

@@ -183,3 +183,13 @@ def test_tokenizer_without_a_vocabulary_is_refused(tiny_weights, tmp_path):
     (folder / "merges.txt").write_text("#version: 0.2\n")
     with pytest.raises(WeightsError, match=r"has only 2 tokens, so its vocabulary files are broken: fetch the weights again"):
         load_components(copy, "cpu", torch.float32)
+
+
+def test_unet_and_vae_use_scaled_dot_product_attention_and_the_vae_channels_last(components):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    assert components.unet.attn_processors  # the tiny VAE has no attention
+    for model in (components.unet, components.vae):
+        assert all(isinstance(p, AttnProcessor2_0) for p in model.attn_processors.values())
+    conv_weights = [m.weight for m in components.vae.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights)
