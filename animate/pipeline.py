@@ -22,7 +22,7 @@ from animate.diffusion import (
     uses_guidance,
 )
 from animate.encode import encode_gif, encode_mp4
-from animate.frames import ping_pong, to_uint8, write_png
+from animate.frames import encode_in_background, ping_pong, to_uint8, write_png
 from animate.inbetween import film_frames, latent_frames
 from animate.plan import KeyframePlan
 from animate.safety import check_keyframes
@@ -194,8 +194,12 @@ def animate(
         frames = ping_pong(frames, output_dir)
     path = output_dir / f"animation.{settings.output_format}"
     print(f"Encoding {path.name}: {plan.num_output_frames} frames at {settings.frames_per_second} fps", flush=True)
-    encode_animation(settings, frames, to_uint8(keyframe_images), path, plan.num_output_frames)
+    keyframe_pictures = to_uint8(keyframe_images)
+    encode_in_background(
+        lambda queued: encode_animation(settings, queued, keyframe_pictures, path, plan.num_output_frames), frames
+    )
     total = time.perf_counter() - started
     log_time(f"in-betweens ({'FILM' if settings.film_interpolation else 'latent slerp'})", frame_time[0])
+    # The encoder runs alongside: this is the time frames waited for it, not its whole time.
     log_time("encoding", total - frame_time[0])
     yield path
