@@ -4,6 +4,10 @@ Both frames go through an image pyramid and the shared cascaded feature extracto
 are estimated both ways; each frame's image and feature pyramids are warped halfway to the
 middle frame; the fusion decoder turns the warped pyramids and flows into the image.
 The released models were trained for the midpoint only, so time is fixed at 0.5.
+
+What comes from one frame alone (its padded image pyramid and its feature pyramid) is
+`FilmNet.extract`; `FilmNet.midpoints` does the rest for two extracted frames, so a frame
+used in several pairs (as in recursive bisection) is extracted once.
 """
 
 import torch

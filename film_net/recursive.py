@@ -31,7 +31,9 @@ def interpolate(
     keyframe. Keyframes are yielded as they are; in-betweens have the keyframes' dtype,
     are clipped to [0, 1] (also before being bisected again) and are inference tensors.
 
-    `model(x0, x1)` gives midpoints of batches (B, 3, H, W), e.g. a FilmNet. Gaps are
+    `model(x0, x1)` gives midpoints of batches (B, 3, H, W). A FilmNet is used through
+    its `extract` and `midpoints` instead, so each frame's pyramids are computed once
+    (same frames as calling it pair by pair, to float rounding). Gaps are
     bisected together in chunks (as many gaps as fill `max_batch` pairs at the finest
     level); no model call takes more than `max_batch` pairs, and a chunk's frames are all
     yielded before the next chunk is computed, so memory stays bounded by one chunk however
