@@ -1,14 +1,17 @@
 """What the benchmark measures: stage times, UNet forward passes, peak host and GPU memory."""
 
 import re
+import resource
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
 # The stages of SPEC.md section 2, in the order the table prints them.
 STAGES = ("text", "shared_denoise", "keyframe_denoise", "decode", "inbetweens", "encode")
+# Where time or memory outside every stage is booked.
+OUTSIDE = "other"
 
 
 def synchronize(device: torch.device) -> None:
@@ -17,23 +20,77 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def host_memory_kib(field_name: str) -> int:
+    """A memory field of /proc/self/status in KiB, e.g. VmRSS (now) or VmHWM (peak)."""
+    with open("/proc/self/status") as status:
+        match = re.search(rf"^{field_name}:\s+(\d+) kB", status.read(), re.MULTILINE)
+    return int(match.group(1))
+
+
+def reset_peak_host_memory() -> None:
+    """Make VmHWM start again from the current resident size (Linux: clear_refs mode 5)."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+@dataclass
+class HostPeaks:
+    """Peak resident memory (MiB) per stage, from VmHWM read and reset at every stage edge.
+
+    The stage on top of `labels` owns the memory peak since the last edge; with no stage
+    open it goes to OUTSIDE. The largest of them is the peak of the whole run.
+    """
+
+    by_stage: dict[str, float] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+
+    def checkpoint(self) -> None:
+        """Book the peak since the last edge to the current stage and start a new interval."""
+        label = self.labels[-1] if self.labels else OUTSIDE
+        peak = host_memory_kib("VmHWM") / 1024
+        self.by_stage[label] = max(self.by_stage.get(label, 0.0), peak)
+        reset_peak_host_memory()
+
+    @contextmanager
+    def within(self, stage: str):
+        """Book the memory peak of the block to `stage`."""
+        self.checkpoint()
+        self.labels.append(stage)
+        try:
+            yield
+        finally:
+            self.checkpoint()
+            self.labels.pop()
+
+    @property
+    def overall(self) -> float:
+        return max(self.by_stage.values(), default=0.0)
+
+
 @dataclass
 class StageClock:
-    """Seconds spent per stage, summed over every time the stage was entered."""
+    """Seconds spent per stage, summed over every time the stage was entered; with
+    host_peaks, each stage's peak host memory too."""
 
     device: torch.device
+    host_peaks: HostPeaks | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
     def stage(self, name: str):
         """Time the block as part of stage `name`; GPU work is synchronized at both ends."""
-        synchronize(self.device)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
+        with self.memory_of(name):
             synchronize(self.device)
-            self.add(name, time.perf_counter() - start)
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                synchronize(self.device)
+                self.add(name, time.perf_counter() - start)
+
+    def memory_of(self, name: str):
+        """Book the block's peak host memory to stage `name`, without timing it."""
+        return self.host_peaks.within(name) if self.host_peaks is not None else nullcontext()
 
     def add(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
@@ -62,35 +119,28 @@ class UNetCounter:
             handle.remove()
 
 
-def host_memory_kib(field_name: str) -> int:
-    """A memory field of /proc/self/status in KiB, e.g. VmRSS (now) or VmHWM (peak)."""
-    with open("/proc/self/status") as status:
-        match = re.search(rf"^{field_name}:\s+(\d+) kB", status.read(), re.MULTILINE)
-    return int(match.group(1))
-
-
-def reset_peak_host_memory() -> None:
-    """Make VmHWM start again from the current resident size (Linux: clear_refs mode 5)."""
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-
-
 @dataclass
 class MemoryPeaks:
     """Peak host resident memory and peak GPU allocation over one measured run, in MiB.
 
     host_start_mib is the resident size when the run began (mostly the loaded weights),
-    so host_peak_mib - host_start_mib is what the run itself added.
+    so host_peak_mib - host_start_mib is what the run itself added; host.by_stage splits
+    the peak by stage. The encoders run ffmpeg as child processes, whose memory is not in
+    VmHWM; children_peak_mib is the peak resident size of the largest child this process
+    has waited for, ever (Linux keeps no per-run figure), so it bounds ffmpeg's use from above.
     """
 
+    host: HostPeaks = field(default_factory=HostPeaks)
     host_start_mib: float = 0.0
     host_peak_mib: float = 0.0
     gpu_peak_mib: float | None = None
+    children_peak_mib: float = 0.0
 
 
 @contextmanager
 def measuring_memory(device: torch.device):
-    """Yield a MemoryPeaks that is filled in when the block ends."""
+    """Yield a MemoryPeaks that is filled in when the block ends; give its `host` to the
+    StageClock to split the host peak by stage."""
     peaks = MemoryPeaks()
     reset_peak_host_memory()
     peaks.host_start_mib = host_memory_kib("VmRSS") / 1024
@@ -100,7 +150,9 @@ def measuring_memory(device: torch.device):
     try:
         yield peaks
     finally:
-        peaks.host_peak_mib = host_memory_kib("VmHWM") / 1024
+        peaks.host.checkpoint()
+        peaks.host_peak_mib = peaks.host.overall
+        peaks.children_peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             peaks.gpu_peak_mib = torch.cuda.max_memory_allocated(device) / 2**20

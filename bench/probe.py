@@ -80,7 +80,7 @@ def encode_without_frames(clock: StageClock, function):
     def wrapper(*args, **kwargs):
         before = clock.seconds.get("inbetweens", 0.0)
         whole = StageClock(clock.device)
-        with whole.stage("encode"):
+        with clock.memory_of("encode"), whole.stage("encode"):
             result = function(*args, **kwargs)
         pulled = clock.seconds.get("inbetweens", 0.0) - before
         clock.add("encode", whole.seconds["encode"] - pulled)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from animate import Settings
-from bench.measure import STAGES
+from bench.measure import OUTSIDE, STAGES
 from bench.runner import Agreement, SideResult
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -88,6 +88,7 @@ def comparison_table(reference: SideResult, pipeline: SideResult) -> str:
     rows.append(("peak host memory (MiB)", mib(reference.memory.host_peak_mib), mib(pipeline.memory.host_peak_mib), ""))
     rows.append(("  resident at start (MiB)", mib(reference.memory.host_start_mib), mib(pipeline.memory.host_start_mib), ""))
     rows.append(("peak GPU memory (MiB)", mib(reference.memory.gpu_peak_mib), mib(pipeline.memory.gpu_peak_mib), ""))
+    rows += host_peak_rows([reference, pipeline], trailing=("",))
     return format_rows(rows)
 
 
@@ -104,8 +105,19 @@ def pipeline_table(results: list[SideResult]) -> str:
     rows.append(("peak host memory (MiB)", *(mib(result.memory.host_peak_mib) for result in results)))
     rows.append(("  resident at start (MiB)", *(mib(result.memory.host_start_mib) for result in results)))
     rows.append(("peak GPU memory (MiB)", *(mib(result.memory.gpu_peak_mib) for result in results)))
+    rows.append(("largest ffmpeg so far (MiB)", *(mib(result.memory.children_peak_mib) for result in results)))
+    rows += host_peak_rows(results, trailing=())
     rows.append(("file size (bytes)", *(str(result.animation_size) for result in results)))
     return format_rows(rows)
+
+
+def host_peak_rows(sides: list[SideResult], trailing: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Peak host memory within each stage (MiB), one row per stage, a column per side."""
+    rows = [("peak host memory within:", *("" for _ in sides), *trailing)]
+    for stage in (*STAGES, OUTSIDE):
+        label = f"  {STAGE_LABELS.get(stage, stage)} (MiB)"
+        rows.append((label, *(mib(side.memory.host.by_stage.get(stage)) for side in sides), *trailing))
+    return rows
 
 
 def format_rows(rows: list[tuple[str, ...]]) -> str:
@@ -138,7 +150,9 @@ def side_record(side: SideResult) -> dict:
         "unet_samples": side.unet_samples,
         "host_peak_mib": side.memory.host_peak_mib,
         "host_start_mib": side.memory.host_start_mib,
+        "host_peak_by_stage_mib": side.memory.host.by_stage,
         "gpu_peak_mib": side.memory.gpu_peak_mib,
+        "children_peak_mib": side.memory.children_peak_mib,
         "animation_size": side.animation_size,
         "animation_sha256": side.animation_sha256,
     }

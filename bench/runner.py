@@ -99,11 +99,11 @@ def free_memory(device: torch.device) -> None:
 def measure_side(name: str, side: Side, components: Components, settings: Settings) -> SideResult:
     """Run one side once, measured; its animation goes to a temporary directory."""
     free_memory(components.device)
-    clock = StageClock(components.device)
     counter = UNetCounter()
     print(f"--- {name} ---", flush=True)
     with tempfile.TemporaryDirectory() as output_dir:
         with measuring_memory(components.device) as memory, counter.counting(components.unet):
+            clock = StageClock(components.device, memory.host)
             synchronize(components.device)
             load_at_start = os.getloadavg()[0]
             started, cpu_started = time.perf_counter(), time.process_time()

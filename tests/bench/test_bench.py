@@ -56,6 +56,8 @@ def test_reference_and_pipeline_make_the_same_keyframes(components, settings):
         assert all(seconds > 0 for seconds in side.stages.values()), side.stages
         assert side.total_s >= sum(side.stages.values()) * 0.999
         assert side.memory.host_peak_mib >= side.memory.host_start_mib > 0
+        assert set(STAGES) <= set(side.memory.host.by_stage)
+        assert side.memory.host_peak_mib == max(side.memory.host.by_stage.values())
         assert side.animation_size > 0
     assert "TOTAL (s)" in comparison_table(reference, pipeline)
 
