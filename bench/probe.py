@@ -16,7 +16,7 @@ from unittest import mock
 import torch
 
 import animate.pipeline as pipeline
-from bench.measure import StageClock
+from bench.measure import STAGES, StageClock
 
 
 @dataclass
@@ -108,3 +108,19 @@ def probing(clock: StageClock, keep_keyframes: bool) -> Iterator[PipelineCapture
         for name, wrapper in wrappers.items():
             stack.enter_context(mock.patch.object(pipeline, name, wrapper))
         yield capture
+    check_every_stage_seen(clock)
+    if keep_keyframes and not capture.keyframes:
+        raise RuntimeError(
+            "The probe saw no keyframe decode, so animate.pipeline no longer calls decode_latents "
+            "for its keyframes: update the wrappers in bench/probe.py."
+        )
+
+
+def check_every_stage_seen(clock: StageClock) -> None:
+    """Raises RuntimeError when a stage was never timed: the pipeline changed under the probe."""
+    missing = [stage for stage in STAGES if stage not in clock.seconds]
+    if missing:
+        raise RuntimeError(
+            f"The probe timed no {', '.join(missing)} stage, so animate.pipeline no longer calls "
+            "the functions bench/probe.py wraps: update its wrappers."
+        )
