@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from animate import KeyframePlan, Settings, slerp
+from animate import Settings, slerp
 from animate.diffusion import initial_noise, shared_step_count
 from animate.encode import encode_gif, encode_mp4
 from animate.frames import to_uint8
+from animate.pipeline import plan_for
 from animate.weights import Components
 from bench.measure import StageClock
 
@@ -31,15 +32,6 @@ class ReferenceOutput:
     keyframe_latents: torch.Tensor
     keyframes: torch.Tensor
     animation: Path
-
-
-def plan_of(settings: Settings) -> KeyframePlan:
-    return KeyframePlan(
-        num_prompts=len(settings.prompts),
-        keyframes_per_segment=settings.num_animation_frames,
-        interpolation_steps=settings.num_interpolation_steps,
-        ping_pong=settings.ping_pong,
-    )
 
 
 def encode_text(components: Components, prompt: str) -> torch.Tensor:
@@ -132,7 +124,7 @@ def latent_inbetweens(components: Components, left: torch.Tensor, right: torch.T
 @torch.inference_mode()
 def run_reference(components: Components, settings: Settings, output_dir: Path, clock: StageClock) -> ReferenceOutput:
     """The whole walk, sequentially; each stage timed under the names of measure.STAGES."""
-    plan = plan_of(settings)
+    plan = plan_for(settings)
     guidance = settings.guidance_scale
 
     with clock.stage("text"):

@@ -10,6 +10,8 @@ import torch
 from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from animate.tiny import SD15_SCHEDULER
+
 UNET_CONFIG = dict(
     sample_size=64,
     in_channels=4,
@@ -67,16 +69,6 @@ TEXT_ENCODER_CONFIG = dict(
     layer_norm_eps=1e-5,
 )
 
-SCHEDULER_CONFIG = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    skip_prk_steps=True,
-    set_alpha_to_one=False,
-    steps_offset=1,
-)
-
 # Fixed so two builds of the random network are the same network.
 WEIGHTS_SEED = 1234
 
@@ -111,4 +103,4 @@ def random_text_encoder(bos_token_id: int, eos_token_id: int, pad_token_id: int)
 
 def sd15_scheduler() -> PNDMScheduler:
     """The PNDM scheduler with SD 1.5's configuration (PLMS steps, no Runge-Kutta warm-up)."""
-    return PNDMScheduler(**SCHEDULER_CONFIG)
+    return PNDMScheduler(**SD15_SCHEDULER)
