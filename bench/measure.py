@@ -2,6 +2,7 @@
 
 import re
 import resource
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -37,30 +38,41 @@ def reset_peak_host_memory() -> None:
 class HostPeaks:
     """Peak resident memory (MiB) per stage, from VmHWM read and reset at every stage edge.
 
-    The stage on top of `labels` owns the memory peak since the last edge; with no stage
-    open it goes to OUTSIDE. The largest of them is the peak of the whole run.
+    Each thread has its own stack of open stages (the pipeline encodes in a thread of its
+    own while the main thread makes frames). The peak since the last edge is booked to the
+    innermost open stage of every thread, since they all ran during it; with no stage open
+    anywhere it goes to OUTSIDE. The largest of them is the peak of the whole run.
     """
 
     by_stage: dict[str, float] = field(default_factory=dict)
-    labels: list[str] = field(default_factory=list)
+    open_stages: dict[int, list[str]] = field(default_factory=dict)  # thread id -> stack
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def checkpoint(self) -> None:
-        """Book the peak since the last edge to the current stage and start a new interval."""
-        label = self.labels[-1] if self.labels else OUTSIDE
+        """Book the peak since the last edge to the running stages; start a new interval."""
+        with self.lock:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        running = [stack[-1] for stack in self.open_stages.values() if stack] or [OUTSIDE]
         peak = host_memory_kib("VmHWM") / 1024
-        self.by_stage[label] = max(self.by_stage.get(label, 0.0), peak)
+        for stage in running:
+            self.by_stage[stage] = max(self.by_stage.get(stage, 0.0), peak)
         reset_peak_host_memory()
 
     @contextmanager
     def within(self, stage: str):
-        """Book the memory peak of the block to `stage`."""
-        self.checkpoint()
-        self.labels.append(stage)
+        """Book the memory peak of the block to `stage` (in the calling thread)."""
+        with self.lock:
+            self._checkpoint()
+            stack = self.open_stages.setdefault(threading.get_ident(), [])
+            stack.append(stage)
         try:
             yield
         finally:
-            self.checkpoint()
-            self.labels.pop()
+            with self.lock:
+                self._checkpoint()
+                stack.pop()
 
     @property
     def overall(self) -> float:

@@ -74,8 +74,12 @@ def capturing_decode(clock: StageClock, capture: PipelineCapture | None, functio
 
 
 def encode_without_frames(clock: StageClock, function):
-    """The encoder call, timed as "encode" less the in-between frames it pulls meanwhile
-    (those are timed as "inbetweens" by the frame iterator it consumes)."""
+    """The encoder call, timed as "encode" less the time spent making in-between frames
+    meanwhile (timed as "inbetweens" by the frame iterator, in whichever thread pulls it).
+
+    When the encoder pulls the frames itself, that is its own time; when it runs in a thread
+    of its own alongside the frame making (as the pipeline's does), it is the time encoding
+    adds to the wall clock beyond the frames, not ffmpeg's whole work."""
 
     def wrapper(*args, **kwargs):
         before = clock.seconds.get("inbetweens", 0.0)

@@ -2,12 +2,14 @@
 timed, and the reference and the pipeline make the same keyframes. Nothing is timed-asserted."""
 
 import dataclasses
+import threading
 
+import numpy as np
 import pytest
 import torch
 
 from bench import sd15
-from bench.measure import STAGES
+from bench.measure import OUTSIDE, STAGES, HostPeaks
 from bench.presets import PRESETS, tiny_components
 from bench.report import comparison_table, verdict
 from bench.runner import run_comparison, run_pipeline_only
@@ -88,3 +90,24 @@ def test_sd15_scheduler_runs_sd15_timesteps():
     # PLMS without Runge-Kutta warm-up repeats the first timestep; steps_offset 1 ends at 1.
     assert scheduler.timesteps[:3].tolist() == [981, 961, 961]
     assert scheduler.timesteps[-1].item() == 1
+
+
+def test_host_peaks_book_a_peak_to_the_stages_running_in_every_thread():
+    peaks = HostPeaks()
+    peaks.checkpoint()  # the interval before any stage goes to OUTSIDE
+    allocated_mib = 64
+
+    def encode():
+        with peaks.within("encode"):
+            block = np.ones(allocated_mib << 17)  # float64: allocated_mib MiB, written, so resident
+            del block
+
+    with peaks.within("inbetweens"):
+        encoder = threading.Thread(target=encode)
+        encoder.start()
+        encoder.join()
+
+    before = peaks.by_stage[OUTSIDE]
+    assert peaks.by_stage["encode"] >= before + allocated_mib * 0.9
+    assert peaks.by_stage["inbetweens"] >= before + allocated_mib * 0.9
+    assert peaks.overall == max(peaks.by_stage.values())
