@@ -7,7 +7,8 @@ j / S is one of those times (always, when S is a power of two), and otherwise th
 FILM frames around it blended linearly in time.
 """
 
-from collections.abc import Callable, Iterator
+import collections
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
@@ -31,31 +32,16 @@ def interpolate(
     keyframe. Keyframes are yielded as they are; in-betweens have the keyframes' dtype,
     are clipped to [0, 1] (also before being bisected again) and are inference tensors.
 
-    `model(x0, x1)` gives midpoints of batches (B, 3, H, W). A FilmNet is used through
-    its `extract` and `midpoints` instead, so each frame's pyramids are computed once
-    (same frames as calling it pair by pair, to float rounding). Gaps are
-    bisected together in chunks (as many gaps as fill `max_batch` pairs at the finest
-    level); no model call takes more than `max_batch` pairs, and a chunk's frames are all
-    yielded before the next chunk is computed, so memory stays bounded by one chunk however
-    long the animation.
+    `model(x0, x1)` gives midpoints of batches (B, 3, H, W); no call takes more than
+    `max_batch` pairs. A FilmNet is used through its `extract` and `midpoints` instead, so
+    each frame's pyramids are computed once (same frames as calling it pair by pair, to
+    float rounding). Frames stream out as soon as they are final, and what is held at once
+    depends on the depth and `max_batch`, not on the number of keyframes or steps.
     """
     check_arguments(keyframes, steps, max_batch)
     depth = bisection_depth(steps)
-    if depth == 0:  # one step per gap: the keyframes are all the frames
-        yield from keyframes
-        return
-    gaps = keyframes.shape[0] - 1
-    # The finest level of one gap has 2^(depth - 1) pairs.
-    gaps_per_chunk = max(1, max_batch // (1 << (depth - 1)))
-    for start in range(0, gaps, gaps_per_chunk):
-        stop = min(start + gaps_per_chunk, gaps)
-        film_frames = bisect(model, keyframes[start : stop + 1], depth, max_batch)
-        for gap in range(stop - start):
-            yield keyframes[start + gap]
-            for j in range(1, steps):
-                yield frame_at(film_frames[gap], j, steps)
-        del film_frames  # before the next chunk is computed, so only one chunk is held
-    yield keyframes[-1]
+    film_frames = bisected_frames(model, keyframes, depth, max_batch)
+    yield from frames_at_steps(film_frames, 1 << depth, steps)
 
 
 def check_arguments(keyframes: torch.Tensor, steps: int, max_batch: int) -> None:
@@ -90,48 +76,63 @@ def pair_model(model: MidpointModel):
 
 
 @torch.inference_mode()
-def bisect(model: MidpointModel, keyframes: torch.Tensor, depth: int, max_batch: int) -> torch.Tensor:
-    """The G gaps between `keyframes` (G + 1, 3, H, W) -> (G, 2^depth + 1, 3, H, W): the frames
-    at times m / 2^depth, m = 0 .. 2^depth; the ends are the gap's keyframes, the others FILM
-    midpoints (clipped to [0, 1]), each level of all gaps computed in batches.
+def bisected_frames(model: MidpointModel, keyframes: torch.Tensor, depth: int, max_batch: int) -> Iterator[torch.Tensor]:
+    """Yields, in time order, the FILM frames (3, H, W) of every gap at the times m / 2^depth,
+    m = 0 .. 2^depth, the gap's end keyframe counted once: G * 2^depth + 1 frames for the G
+    gaps between `keyframes` (G + 1, 3, H, W). Midpoints are clipped to [0, 1].
 
-    Every frame is in two pairs of the next level (as the right and the left frame), so
-    what FILM extracts from a frame alone (pyramids of images and features) is computed once
-    per frame and kept until its last pair; the frames of the last level need none.
+    Time runs in units of 1 / 2^depth of a gap, so keyframe k is at k * 2^depth. The work
+    is a list of intervals still to bisect, in time order; each model call takes the
+    earliest `max_batch` of them (from one gap or several), and each interval longer than
+    two units gives its two halves back to the front of the list. So frames become final
+    from the left, are yielded and dropped at once, and only the frames and pyramids
+    around the front of the list are held: about depth * max_batch of each.
     """
+    if depth == 0 or keyframes.shape[0] == 1:  # nothing to bisect
+        yield from keyframes
+        return
     pairs_model = pair_model(model)
-    gaps, size = keyframes.shape[0] - 1, tuple(keyframes.shape[-2:])
-    frames = torch.stack((keyframes[:-1], keyframes[1:]), dim=1)
-    extracted = extract_per_frame(pairs_model, keyframes, 2 * max_batch)
-    extracted = [extracted[gap : gap + 2] for gap in range(gaps)]  # [gap][position in time]
-    for level in range(depth):
-        intervals = frames.shape[1] - 1
-        pairs = [(gap_extracted[m], gap_extracted[m + 1]) for gap_extracted in extracted for m in range(intervals)]
-        midpoints = torch.cat(
-            [midpoint_batch(pairs_model, pairs[i : i + max_batch], size, frames.dtype) for i in range(0, len(pairs), max_batch)]
+    size = tuple(keyframes.shape[-2:])
+    span = 1 << depth
+    last_time = (keyframes.shape[0] - 1) * span
+    frames = {gap * span: keyframe for gap, keyframe in enumerate(keyframes)}  # time -> (3, H, W)
+    extracted: dict[int, list[torch.Tensor]] = {}  # time -> what `extract` gave for that frame
+    pending = collections.deque((gap * span, (gap + 1) * span) for gap in range(keyframes.shape[0] - 1))
+    next_time = 0  # the earliest frame not yielded yet
+    while pending:
+        batch = [pending.popleft() for _ in range(min(max_batch, len(pending)))]
+        extract_missing(pairs_model, frames, extracted, batch, 2 * max_batch)
+        midpoints = midpoint_batch(
+            pairs_model, [(extracted[left], extracted[right]) for left, right in batch], size, keyframes.dtype
         )
-        midpoints = midpoints.view(gaps, intervals, *frames.shape[2:])
-        refined = frames.new_empty((gaps, 2 * intervals + 1, *frames.shape[2:]))
-        refined[:, 0::2] = frames
-        refined[:, 1::2] = midpoints
-        frames = refined
-        if level + 1 < depth:
-            extracted_midpoints = extract_per_frame(pairs_model, midpoints.flatten(0, 1), 2 * max_batch)
-            extracted = [
-                interleave(gap_extracted, extracted_midpoints[gap * intervals : (gap + 1) * intervals])
-                for gap, gap_extracted in enumerate(extracted)
-            ]
-    return frames
+        halves = []
+        for (left, right), midpoint in zip(batch, midpoints):
+            middle = (left + right) // 2
+            frames[middle] = midpoint
+            if right - left > 2:  # its halves are bisected again
+                halves += [(left, middle), (middle, right)]
+        pending.extendleft(reversed(halves))
+        del midpoints, midpoint  # the frames dictionary holds what is still needed
+        # Every frame up to the start of the earliest pending interval is final; the one
+        # at that start is still needed, those before it are not.
+        final_time = pending[0][0] if pending else last_time
+        while next_time <= final_time:
+            yield frames[next_time]
+            next_time += 1
+        for held in (frames, extracted):
+            for time in [time for time in held if time < final_time]:
+                del held[time]
 
 
-def extract_per_frame(pairs_model, frames: torch.Tensor, max_batch: int) -> list[list[torch.Tensor]]:
-    """Frames (N, 3, H, W) -> for each frame, the list of what `extract` gives for it (each a
-    view without the batch dimension), extracted in batches of at most `max_batch`."""
-    per_frame = []
-    for start in range(0, frames.shape[0], max_batch):
-        batch = pairs_model.extract(frames[start : start + max_batch])
-        per_frame.extend([tensor[row] for tensor in batch] for row in range(batch[0].shape[0]))
-    return per_frame
+def extract_missing(pairs_model, frames: dict, extracted: dict, intervals: list, max_batch: int) -> None:
+    """Extract, in batches of at most `max_batch` frames, every end of `intervals` that has
+    not been extracted yet, adding it to `extracted` (time -> list of tensors for that frame)."""
+    missing = sorted({time for interval in intervals for time in interval} - extracted.keys())
+    for start in range(0, len(missing), max_batch):
+        times = missing[start : start + max_batch]
+        batch = pairs_model.extract(torch.stack([frames[time] for time in times]))
+        for row, time in enumerate(times):
+            extracted[time] = [tensor[row] for tensor in batch]
 
 
 def midpoint_batch(pairs_model, pairs: list, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
@@ -142,22 +143,22 @@ def midpoint_batch(pairs_model, pairs: list, size: tuple[int, int], dtype: torch
     return pairs_model.midpoints(extracted0, extracted1, size).clamp(0, 1).to(dtype)
 
 
-def interleave(ends: list, middles: list) -> list:
-    """[a, b, c], [ab, bc] -> [a, ab, b, bc, c]."""
-    merged = [ends[0]]
-    for middle, end in zip(middles, ends[1:]):
-        merged += [middle, end]
-    return merged
-
-
 @torch.inference_mode()
-def frame_at(film_frames: torch.Tensor, j: int, steps: int) -> torch.Tensor:
-    """The frame (3, H, W) at time j / steps of one gap, from its FILM frames (2^d + 1, 3,
-    H, W) at times m / 2^d: that frame when j / steps is one of those times, otherwise the
-    two around it blended linearly in time."""
-    intervals = film_frames.shape[0] - 1
-    # Time in units of 1 / 2^d, kept as a fraction to stay exact: lower + remainder / steps.
-    lower, remainder = divmod(j * intervals, steps)
-    if remainder == 0:
-        return film_frames[lower]
-    return torch.lerp(film_frames[lower], film_frames[lower + 1], remainder / steps)
+def frames_at_steps(film_frames: Iterable[torch.Tensor], intervals: int, steps: int) -> Iterator[torch.Tensor]:
+    """The frames at times n / steps (in gaps) from FILM frames at times m / intervals, given
+    in time order (intervals = 2^d >= steps): the FILM frame itself when n / steps is one of
+    those times, otherwise the two around it blended linearly in time."""
+    previous = None
+    output = 0  # the next frame to give, at time output / steps
+    for time, frame in enumerate(film_frames):
+        while True:
+            # Kept as a fraction to stay exact: lower + remainder / steps, in FILM frames.
+            lower, remainder = divmod(output * intervals, steps)
+            if lower == time and remainder == 0:
+                yield frame
+            elif lower == time - 1 and remainder > 0:
+                yield torch.lerp(previous, frame, remainder / steps)
+            else:
+                break
+            output += 1
+        previous = frame

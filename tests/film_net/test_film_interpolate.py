@@ -1,6 +1,7 @@
 """film_net.interpolate: recursive FILM midpoints, time blending, batching and streaming."""
 
 import itertools
+import weakref
 
 import pytest
 import torch
@@ -109,29 +110,63 @@ def test_film_net_extracts_each_frame_once_and_matches_pair_by_pair_calls(steps)
         torch.testing.assert_close(frame, reference, rtol=0, atol=1e-5)
     depth = bisection_depth(steps)
     gaps = keyframes.shape[0] - 1
-    chunks = -(-gaps // max(1, 3 // 2 ** (depth - 1)))
-    # Each chunk's two end keyframes, then every midpoint that is bisected again.
-    assert sum(extracted) == gaps + chunks + gaps * (2 ** (depth - 1) - 1)
+    # Every keyframe once, then every midpoint that is bisected again, once.
+    assert sum(extracted) == keyframes.shape[0] + gaps * (2 ** (depth - 1) - 1)
 
 
-def test_model_calls_are_batched_across_gaps_and_bounded_by_max_batch():
+def test_model_calls_take_the_earliest_intervals_across_gaps_and_are_bounded_by_max_batch():
     model = RecordingModel()
     list(film_net.interpolate(model, torch.rand(6, 3, 4, 6), 4, max_batch=4))
-    # Chunks of 2 gaps (2 pairs each at the finest level): levels of 2 then 4 pairs.
-    assert model.batch_sizes == [2, 4, 2, 4, 1, 2]
+    # Five gaps of depth 2: the first four gaps' midpoints, then the eight halves of those
+    # gaps in two calls, then the last gap alone and its two halves.
+    assert model.batch_sizes == [4, 4, 4, 1, 2]
 
     model = RecordingModel()
     list(film_net.interpolate(model, torch.rand(2, 3, 4, 6), 8, max_batch=3))
     assert max(model.batch_sizes) <= 3 and sum(model.batch_sizes) == 7
 
 
-def test_frames_stream_one_chunk_at_a_time():
+def test_frames_stream_as_soon_as_they_are_final():
     model = RecordingModel()
-    frames = film_net.interpolate(model, torch.rand(5, 3, 4, 6), 4, max_batch=2)
+    frames = film_net.interpolate(model, torch.rand(5, 3, 4, 6), 4, max_batch=1)
     first_gap = list(itertools.islice(frames, 4))
     assert len(first_gap) == 4
     assert sum(model.batch_sizes) == 3  # only the first gap's midpoints so far
     assert len(list(frames)) == 3 * 4 + 1
+
+
+class PyramidCounter:
+    """A stand-in for FilmNet's extract / midpoints that counts how many frames' pyramids
+    are held at once (the memory FILM's cache costs), by watching their storage die."""
+
+    def __init__(self):
+        self.held = 0
+        self.peak = 0
+
+    def extract(self, frames):
+        pyramid = frames * 1.0
+        self.held += len(frames)
+        self.peak = max(self.peak, self.held)
+        weakref.finalize(pyramid.untyped_storage(), self.release, len(frames))
+        return [pyramid]
+
+    def release(self, count):
+        self.held -= count
+
+    def midpoints(self, extracted0, extracted1, size):
+        return (extracted0[0] + extracted1[0]) / 2
+
+
+@pytest.mark.parametrize("max_batch", [1, 4])
+@pytest.mark.parametrize("steps", [2, 50])
+def test_pyramids_held_do_not_grow_with_the_number_of_keyframes(steps, max_batch):
+    peaks = []
+    for keyframe_count in (20, 40):
+        model = PyramidCounter()
+        frames = film_net.interpolate(model, torch.rand(keyframe_count, 3, 2, 2), steps, max_batch=max_batch)
+        assert sum(1 for _ in frames) == (keyframe_count - 1) * steps + 1
+        peaks.append(model.peak)
+    assert peaks[0] == peaks[1] <= (bisection_depth(steps) + 2) * max_batch + 1
 
 
 def test_in_betweens_have_the_keyframes_dtype_and_stay_in_range():
