@@ -11,10 +11,14 @@ import torch
 from diffusers import AutoencoderKL
 
 import film_net
-from film_net.recursive import DEFAULT_MAX_BATCH as FILM_CPU_BATCH
 from animate.diffusion import batch_size_for, decode_latents
 from animate.slerp import slerp
 
+# FILM pairs per call on CPU: one, because batches run slower there, not faster (per pair,
+# 2 threads: tiny FILM at 512x512 0.26 s at batch 1, 0.45 s at batch 4; the full FILM at
+# 256x256 1.9 s and 2.3 s), and each pair in a call costs its activations (tiny FILM at
+# 1024x768: about 0.6 GB per pair).
+FILM_CPU_BATCH = 1
 # FILM pairs per call on CUDA: what fits in half the usable memory by this estimate of the
 # peak per pair (fp16), worked out from film_net's tensor sizes, not measured on a GPU: the
 # kept image and feature pyramids of about three frames (the interpolator keeps each
