@@ -27,6 +27,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--preset", choices=sorted(PRESETS), required=True)
     parser.add_argument("--steps", type=int, help="num_inference_steps instead of the preset's (frame counts stay)")
+    parser.add_argument(
+        "--keyframes", type=int, help="num_animation_frames instead of the preset's (to see memory against frame count)"
+    )
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="model dtype instead of the preset's")
     parser.add_argument(
         "--formats", help="largest only: comma-separated output formats to run (default mp4,gif)"
@@ -45,6 +48,10 @@ def preset_from_arguments(arguments: argparse.Namespace) -> Preset:
     if arguments.steps is not None:
         preset = dataclasses.replace(
             preset, settings=dataclasses.replace(preset.settings, num_inference_steps=arguments.steps)
+        )
+    if arguments.keyframes is not None:
+        preset = dataclasses.replace(
+            preset, settings=dataclasses.replace(preset.settings, num_animation_frames=arguments.keyframes)
         )
     if arguments.dtype is not None:
         preset = dataclasses.replace(preset, dtype=DTYPES[arguments.dtype])
