@@ -11,6 +11,7 @@ import torch
 from diffusers import AutoencoderKL
 
 import film_net
+from film_net.recursive import bisection_depth
 from animate.diffusion import batch_size_for, decode_latents
 from animate.slerp import slerp
 
@@ -19,12 +20,13 @@ from animate.slerp import slerp
 # 256x256 1.9 s and 2.3 s), and each pair in a call costs its activations (tiny FILM at
 # 1024x768: about 0.6 GB per pair).
 FILM_CPU_BATCH = 1
-# FILM pairs per call on CUDA: what fits in half the usable memory by this estimate of the
-# peak per pair (fp16), worked out from film_net's tensor sizes, not measured on a GPU: the
-# kept image and feature pyramids of about three frames (the interpolator keeps each
-# frame's until its last pair), ~1 KB per pixel in all, plus the flow and fusion activations
-# of one pair, ~2 KB per pixel. At most MAX_FILM_BATCH: bigger batches stop paying.
-FILM_BYTES_PER_PIXEL_PAIR = 3 * 1024
+# FILM pairs per call on CUDA: what fits in half the usable memory, by this estimate of the
+# peak per pair in fp16. film_net.interpolate holds at most (depth + 2) * batch + 1 frames'
+# image and feature pyramids, 164 values per pixel each with the default FILM; one pair's
+# flow and fusion activations took 5.4 KB per pixel on CPU in fp32 at 256x256, about half
+# that in fp16 (not measured on a GPU). At most MAX_FILM_BATCH: bigger batches stop paying.
+FILM_PYRAMID_BYTES_PER_PIXEL = 164 * 2
+FILM_ACTIVATION_BYTES_PER_PIXEL = 2700
 MAX_FILM_BATCH = 16
 
 
@@ -80,11 +82,13 @@ def film_frames(film: film_net.FilmNet, keyframe_images: torch.Tensor, steps: in
         return
     parameter = next(film.parameters())
     keyframes = keyframe_images.to(parameter.device, parameter.dtype)
-    yield from film_net.interpolate(film, keyframes, steps, max_batch=film_batch_size(keyframes))
+    yield from film_net.interpolate(film, keyframes, steps, max_batch=film_batch_size(keyframes, steps))
 
 
-def film_batch_size(keyframes: torch.Tensor) -> int:
-    """FILM pairs per call for keyframes (K, 3, H, W) in the model's dtype and device: film_net's
-    default on CPU, sized from free memory on CUDA."""
-    per_pair = FILM_BYTES_PER_PIXEL_PAIR * keyframes.shape[-2] * keyframes.shape[-1] * keyframes.element_size() // 2
+def film_batch_size(keyframes: torch.Tensor, steps: int) -> int:
+    """FILM pairs per call for keyframes (K, 3, H, W) in the model's dtype and device, with
+    `steps` frames per gap: FILM_CPU_BATCH on CPU, sized from free memory on CUDA."""
+    pyramids_per_pair = bisection_depth(steps) + 3  # (d + 2) * B + 1 <= (d + 3) * B
+    per_pixel = pyramids_per_pair * FILM_PYRAMID_BYTES_PER_PIXEL + FILM_ACTIVATION_BYTES_PER_PIXEL
+    per_pair = per_pixel * keyframes.shape[-2] * keyframes.shape[-1] * keyframes.element_size() // 2
     return batch_size_for(keyframes.device, per_pair, FILM_CPU_BATCH, MAX_FILM_BATCH)

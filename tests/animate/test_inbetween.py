@@ -1,5 +1,6 @@
 import torch
 
+from animate import inbetween
 from animate.diffusion import decode_latents
 from animate.inbetween import film_frames, inbetween_times, latent_frames
 from animate.slerp import slerp
@@ -53,3 +54,16 @@ def test_film_path_gives_every_frame_through_film_net(components):
     torch.testing.assert_close(frames[2], middle, rtol=1e-4, atol=1e-5)  # S=4: j=2 is FILM's midpoint
     assert all(frame.shape == (3, 64, 64) for frame in frames)
     assert [torch.equal(a, b) for a, b in zip(film_frames(None, images, 1), images)] == [True] * 3
+
+
+def test_film_batch_is_one_pair_on_cpu_and_budgets_the_held_pyramids_on_cuda(monkeypatch):
+    keyframes = torch.zeros(2, 3, 64, 96, dtype=torch.float16)
+    assert inbetween.film_batch_size(keyframes, 50) == inbetween.FILM_CPU_BATCH == 1
+    budgets = []
+    monkeypatch.setattr(inbetween, "batch_size_for", lambda device, per_pair, cpu, most: budgets.append(per_pair) or most)
+    inbetween.film_batch_size(keyframes, 5)
+    inbetween.film_batch_size(keyframes, 50)
+    inbetween.film_batch_size(keyframes.float(), 50)
+    # Deeper bisection holds more pyramids per pair (depth 3, then 6); float32 costs twice fp16.
+    per_pixel = [6 * 328 + 2700, 9 * 328 + 2700]
+    assert budgets == [per_pixel[0] * 64 * 96, per_pixel[1] * 64 * 96, 2 * per_pixel[1] * 64 * 96]
