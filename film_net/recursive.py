@@ -86,7 +86,7 @@ def bisected_frames(model: MidpointModel, keyframes: torch.Tensor, depth: int, m
     earliest `max_batch` of them (from one gap or several), and each interval longer than
     two units gives its two halves back to the front of the list. So frames become final
     from the left, are yielded and dropped at once, and only the frames and pyramids
-    around the front of the list are held: about depth * max_batch of each.
+    around the front of the list are held: at most (depth + 2) * max_batch + 1 frames' pyramids.
     """
     if depth == 0 or keyframes.shape[0] == 1:  # nothing to bisect
         yield from keyframes
