@@ -18,6 +18,7 @@ import torch
 import film_net
 from animate import Components, Settings, load_components
 from animate.tiny import write_tiny_weights, write_tokenizer
+from animate.weights import place_unet, place_vae
 from bench import sd15
 
 PROMPTS = (
@@ -138,8 +139,9 @@ def sd15_components(device: str, dtype: torch.dtype) -> Components:
     return Components(
         tokenizer=tokenizer,
         text_encoder=placed(text_encoder, device, dtype),
-        unet=placed(sd15.random_unet(), device, dtype),
-        vae=placed(sd15.random_vae(), device, dtype),
+        # Placed as load_components places the real ones, so the bench runs what predictions run.
+        unet=place_unet(placed(sd15.random_unet(), device, dtype), torch.device(device)),
+        vae=place_vae(placed(sd15.random_vae(), device, dtype), torch.device(device)),
         scheduler=sd15.sd15_scheduler(),
         safety_checker=None,
         feature_extractor=None,
