@@ -220,6 +220,25 @@ def test_gif_palette_comes_from_the_palette_frames(tmp_path):
     assert decoded[..., 1].max() < 50  # no green in a palette made of reds
 
 
+def test_the_palette_is_made_from_a_regular_sample_of_large_keyframes():
+    small = frames(3)
+    assert all(np.array_equal(sample, frame) for sample, frame in zip(encode.palette_sample(small), small, strict=True))
+    large = [np.zeros((768, 1024, 3), np.uint8)] * 4  # 3.1 M pixels: every third pixel each way
+    assert [sample.shape for sample in encode.palette_sample(large)] == [(256, 342, 3)] * 4
+
+
+def test_a_sampled_palette_still_holds_every_large_area_of_colour(tmp_path):
+    # 1024x768 quadrants of four colours: sampled, each still fills a quarter of the sample.
+    colours = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 40]], np.uint8)
+    picture = np.empty((768, 1024, 3), np.uint8)
+    for index, (rows, columns) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        picture[rows * 384 : (rows + 1) * 384, columns * 512 : (columns + 1) * 512] = colours[index]
+    encode_gif(streamed([picture]), tmp_path / "a.gif", 10, [picture] * 4, 1)
+    with Image.open(tmp_path / "a.gif") as image:
+        decoded = np.asarray(image.convert("RGB")).astype(int)
+    assert np.abs(decoded - picture).max() <= 4
+
+
 def raise_in_thread(thread, exception_type):
     """Raise exception_type in `thread` at its next Python bytecode, as cog does to cancel."""
     import ctypes
