@@ -75,18 +75,19 @@ class FilmNet(nn.Module):
         each frame alone, so a frame that is in several pairs is extracted once: the list of
         fusion_pyramid_levels padded images (N, 3, H'/2^i, W'/2^i) then pyramid_levels
         features (N, C_i, H'/2^i, W'/2^i), finest first, H' and W' being H and W padded
-        as in forward. `midpoints` takes two of these (or rows of them, stacked)."""
+        as in forward. `midpoints` takes the rows of 2B frames, stacked."""
         frames = frames.to(self.dtype)
         padding = centred_padding(*frames.shape[-2:], self.options.alignment)
         image_pyramid, feature_pyramid = self.pyramids(F.pad(frames, padding))
         return image_pyramid[: self.options.fusion_pyramid_levels] + feature_pyramid
 
-    def midpoints(self, extracted0: list[torch.Tensor], extracted1: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """`extract` of frames x0 and of frames x1 (B rows each), and their unpadded (H, W)
-        -> the midpoint frames (B, 3, H, W), as forward(x0, x1) gives them."""
+    def midpoints(self, extracted: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """`extract` of 2B frames, the x0 of every pair in the first B rows and their x1 in
+        the last B (the batch layout fuse works in, so no copy is made here), and the
+        frames' unpadded (H, W) -> the midpoint frames (B, 3, H, W), as forward(x0, x1)
+        gives them."""
         levels = self.options.fusion_pyramid_levels
-        both = [torch.cat(pair) for pair in zip(extracted0, extracted1)]
-        image = self.fuse(both[:levels], both[levels:])["image"]
+        image = self.fuse(extracted[:levels], extracted[levels:])["image"]
         height, width = size
         padding = centred_padding(height, width, self.options.alignment)
         left, _, top, _ = padding

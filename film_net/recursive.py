@@ -65,9 +65,11 @@ class CallablePairs:
         """(N, 3, H, W) -> [frames]."""
         return [frames]
 
-    def midpoints(self, extracted0: list[torch.Tensor], extracted1: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """[x0], [x1], both (B, 3, H, W) -> model(x0, x1)."""
-        return self.model(extracted0[0], extracted1[0])
+    def midpoints(self, extracted: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """[x0 then x1], (2B, 3, H, W) -> model(x0, x1)."""
+        frames = extracted[0]
+        pairs = frames.shape[0] // 2
+        return self.model(frames[:pairs], frames[pairs:])
 
 
 def pair_model(model: MidpointModel):
@@ -137,10 +139,13 @@ def extract_missing(pairs_model, frames: dict, extracted: dict, intervals: list,
 
 def midpoint_batch(pairs_model, pairs: list, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
     """Pairs of per-frame extractions -> their midpoint frames (B, 3, H, W), clipped to [0, 1]
-    (the model's output is not bounded, and frames are images), in `dtype`."""
-    extracted0 = [torch.stack(rows) for rows in zip(*(pair[0] for pair in pairs))]
-    extracted1 = [torch.stack(rows) for rows in zip(*(pair[1] for pair in pairs))]
-    return pairs_model.midpoints(extracted0, extracted1, size).clamp(0, 1).to(dtype)
+    (the model's output is not bounded, and frames are images), in `dtype`.
+
+    Each level's rows are stacked once, every pair's left frame then every right frame:
+    the layout `midpoints` works in."""
+    lefts, rights = [pair[0] for pair in pairs], [pair[1] for pair in pairs]
+    extracted = [torch.stack(rows) for rows in zip(*lefts, *rights)]
+    return pairs_model.midpoints(extracted, size).clamp(0, 1).to(dtype)
 
 
 @torch.inference_mode()

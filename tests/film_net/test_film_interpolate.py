@@ -153,8 +153,10 @@ class PyramidCounter:
     def release(self, count):
         self.held -= count
 
-    def midpoints(self, extracted0, extracted1, size):
-        return (extracted0[0] + extracted1[0]) / 2
+    def midpoints(self, extracted, size):
+        frames = extracted[0]
+        pairs = len(frames) // 2
+        return (frames[:pairs] + frames[pairs:]) / 2
 
 
 @pytest.mark.parametrize("max_batch", [1, 4])
