@@ -51,7 +51,6 @@ class Preset:
     """models: "tiny" or "sd15"; compare: run the reference too (else the pipeline only);
     output_formats: one pipeline run per format when not comparing."""
 
-
     name: str
     models: str
     device: str
