@@ -91,21 +91,38 @@ def guided_noise(
     cond: torch.Tensor,
     uncond: torch.Tensor,
     guidance_scale: float,
+    known_uncond_noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Noise prediction with classifier-free guidance, (B, 4, h, w).
 
     latents (B, 4, h, w); cond (B, L, D), one embedding per latent; uncond (1, L, D).
-    Both halves go through the UNet in ONE call of batch 2B: [uncond..., cond...].
+    Both halves go through the UNet in ONE call of batch 2B: [uncond..., cond...]. When
+    known_uncond_noise (1, 4, h, w) is given, every latent is the one it was computed
+    for, so only the conditional half runs (batch B).
     """
     batch = latents.shape[0]
     if not uses_guidance(guidance_scale):
         model_input = scheduler.scale_model_input(latents, timestep)
         return unet(model_input, timestep, encoder_hidden_states=cond, return_dict=False)[0]
+    if known_uncond_noise is not None:
+        model_input = scheduler.scale_model_input(latents, timestep)
+        noise_cond = unet(model_input, timestep, encoder_hidden_states=cond, return_dict=False)[0]
+        return known_uncond_noise + guidance_scale * (noise_cond - known_uncond_noise)
     model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timestep)
     embeddings = torch.cat([uncond.expand(batch, -1, -1), cond])
     noise = unet(model_input, timestep, encoder_hidden_states=embeddings, return_dict=False)[0]
     noise_uncond, noise_cond = noise.chunk(2)
     return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+
+
+def unconditional_noise(
+    unet: UNet2DConditionModel, scheduler: SchedulerMixin, latent: torch.Tensor, timestep: torch.Tensor, uncond: torch.Tensor
+) -> torch.Tensor:
+    """The unguided noise prediction (1, 4, h, w) for latent (1, 4, h, w) and uncond (1, L, D).
+
+    `scheduler` is not changed (some schedulers count their steps in scale_model_input)."""
+    model_input = copy.deepcopy(scheduler).scale_model_input(latent, timestep)
+    return unet(model_input, timestep, encoder_hidden_states=uncond, return_dict=False)[0]
 
 
 def denoise(
@@ -120,15 +137,19 @@ def denoise(
     step_offset: int,
     total_steps: int,
     cancel_check: CancelCheck = None,
+    first_uncond_noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run `scheduler` over `timesteps` from latents (B, 4, h, w); returns the new latents.
 
-    Prints "<label>: step i/total" per step; calls cancel_check before each step.
+    first_uncond_noise (1, 4, h, w), when given, is the unconditional half of the first
+    step, already known (see guided_noise). Prints "<label>: step i/total" per step; calls
+    cancel_check before each step.
     """
     for index, timestep in enumerate(timesteps):
         if cancel_check is not None:
             cancel_check()
-        noise = guided_noise(unet, scheduler, latents, timestep, cond, uncond, guidance_scale)
+        known_uncond_noise = first_uncond_noise if index == 0 else None
+        noise = guided_noise(unet, scheduler, latents, timestep, cond, uncond, guidance_scale, known_uncond_noise)
         latents = scheduler.step(noise, timestep, latents, return_dict=False)[0]
         print(f"{label}: step {step_offset + index + 1}/{total_steps}", flush=True)
     return latents
@@ -189,10 +210,18 @@ def denoise_keyframes(
     after the shared steps and is deep-copied per batch, so each batch (and each keyframe
     within it) continues from exactly that state. Yields (index of the batch's first
     keyframe, latents (B, 4, h, w)) as each batch is done.
+
+    At the first of the remaining steps every keyframe's latent is still the shared one, so
+    the unconditional half of guidance is the same for all of them: with more than one
+    keyframe it runs once, at batch 1, and each batch's first step runs only its
+    conditional half (K - 1 UNet samples fewer; the same keyframes).
     """
     count = keyframe_embeddings.shape[0]
     total_steps = len(scheduler.timesteps)
     done_steps = total_steps - len(remaining_timesteps)
+    first_uncond_noise = None
+    if count > 1 and len(remaining_timesteps) > 0 and uses_guidance(guidance_scale):
+        first_uncond_noise = unconditional_noise(unet, scheduler, shared_latent, remaining_timesteps[0], uncond)
     for start in range(0, count, batch_size):
         stop = min(start + batch_size, count)
         batch_scheduler = copy.deepcopy(scheduler)
@@ -201,7 +230,7 @@ def denoise_keyframes(
         latents = denoise(
             unet, batch_scheduler, latents, remaining_timesteps, keyframe_embeddings[start:stop],
             uncond, guidance_scale, f"keyframes {start + 1}-{stop} of {count}", done_steps,
-            total_steps, cancel_check,
+            total_steps, cancel_check, first_uncond_noise,
         )
         print(f"keyframes {start + 1}-{stop}: {time.perf_counter() - started:.2f}s", flush=True)
         yield start, latents

@@ -120,6 +120,37 @@ def test_batched_keyframes_equal_keyframes_one_at_a_time(components, prompt_stre
 
 
 @torch.inference_mode()
+def test_first_keyframe_step_runs_the_unconditional_half_once(components):
+    plan = KeyframePlan(2, 4, 1)  # 4 keyframes
+    embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, ["a cat", "a dog"])
+    noise = initial_noise(7, SIZE, SIZE, torch.device("cpu"), torch.float32)
+    shared, scheduler, remaining = shared_denoise(
+        components.unet, components.scheduler, noise, STEPS, 0.5, walk_embedding(plan, embeddings, 0.5),
+        uncond, GUIDANCE,
+    )
+    per_keyframe = keyframe_embeddings(plan, embeddings)
+    samples = []
+    hook = components.unet.register_forward_pre_hook(lambda module, args: samples.append(args[0].shape[0]))
+    try:
+        batches = denoise_keyframes(components.unet, scheduler, shared, remaining, per_keyframe, uncond, GUIDANCE, 3)
+        latents = torch.cat([latents for _, latents in batches])
+    finally:
+        hook.remove()
+
+    # Batches of 3 and 1: one shared unconditional sample, then each batch's first step
+    # conditional only, then both halves.
+    steps = len(remaining)
+    assert samples == [1, 3] + [6] * (steps - 1) + [1] + [2] * (steps - 1)
+    # The same keyframes as full guidance at every step, keyframe by keyframe.
+    for index, embedding in enumerate(per_keyframe):
+        alone = diffusion.denoise(
+            components.unet, copy.deepcopy(scheduler), shared.clone(), remaining, embedding[None], uncond,
+            GUIDANCE, "alone", 0, steps,
+        )
+        torch.testing.assert_close(latents[index : index + 1], alone, rtol=1e-4, atol=1e-4)
+
+
+@torch.inference_mode()
 def test_shared_start_shares_the_image_more_at_lower_prompt_strength(components):
     def spread(prompt_strength):
         latents, _, _ = walk_latents(components, settings("a cat", "a dog", prompt_strength, frames=2))
