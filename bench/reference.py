@@ -6,21 +6,26 @@ scheduler and two UNet calls per step (unconditional, then conditional); one VAE
 frame; FILM on one pair per call, bisecting each gap recursively; all frames held on the
 host, then encoded. It uses the pipeline's components, noise and step split, so its
 keyframes must equal the pipeline's: that is what makes the timing comparison honest.
+While it runs, those components are in the form the original ran them in (see
+original_form); the pipeline's own form is restored afterwards.
 """
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers.models.attention_processor import AttnProcessor
 
 from animate import Settings, slerp
 from animate.diffusion import initial_noise, shared_step_count
 from animate.encode import encode_gif, encode_mp4
 from animate.frames import to_uint8
 from animate.pipeline import plan_for
-from animate.weights import Components
+from animate.weights import Components, place_unet, place_vae
 from bench.measure import StageClock
 
 
@@ -32,6 +37,32 @@ class ReferenceOutput:
     keyframe_latents: torch.Tensor
     keyframes: torch.Tensor
     animation: Path
+
+
+@contextlib.contextmanager
+def original_form(components: Components) -> Iterator[None]:
+    """Inside the block the UNet and VAE attend with diffusers' classic attention (an explicit
+    score matrix, softmax, matmul: the diffusers of 2022 predate PyTorch's
+    scaled-dot-product attention) in the contiguous memory format, and FILM runs in float32
+    (the original ran the official FILM, in float32). Those three are the pipeline's speed
+    work, so the reference must not have them. Afterwards the models are placed as
+    load_components places them, with the attention they had.
+    """
+    unet, vae, film = components.unet, components.vae, components.film
+    attention = {model: model.attn_processors for model in (unet, vae)}
+    film_dtype = next(film.parameters()).dtype
+    try:
+        for model in (unet, vae):
+            model.set_attn_processor(AttnProcessor())
+            model.to(memory_format=torch.contiguous_format)
+        film.float()
+        yield
+    finally:
+        for model, processors in attention.items():
+            model.set_attn_processor(processors)
+        place_unet(unet, components.device)
+        place_vae(vae, components.device)
+        film.to(film_dtype)
 
 
 def encode_text(components: Components, prompt: str) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 from animate import Components, Settings, animate
 from bench.measure import MemoryPeaks, StageClock, UNetCounter, measuring_memory, synchronize
 from bench.probe import probing
-from bench.reference import run_reference
+from bench.reference import original_form, run_reference
 
 # Largest |reference - pipeline| allowed between decoded keyframes (values in [0, 1]).
 # float32 differs only by the order of summation in batched kernels; half precision
@@ -72,7 +72,8 @@ Side = Callable[[Components, Settings, Path, StageClock], tuple[torch.Tensor, to
 
 
 def reference_side(components: Components, settings: Settings, output_dir: Path, clock: StageClock):
-    output = run_reference(components, settings, output_dir, clock)
+    with original_form(components):
+        output = run_reference(components, settings, output_dir, clock)
     return output.keyframe_latents, output.keyframes, output.animation
 
 

@@ -7,10 +7,12 @@ import threading
 import numpy as np
 import pytest
 import torch
+from diffusers.models.attention_processor import AttnProcessor
 
 from bench import sd15
 from bench.measure import OUTSIDE, STAGES, HostPeaks
 from bench.presets import PRESETS, tiny_components
+from bench.reference import original_form
 from bench.report import comparison_table, verdict
 from bench.runner import run_comparison, run_pipeline_only
 
@@ -72,6 +74,30 @@ def test_pipeline_only_does_not_keep_keyframes(components):
     assert result.keyframes is None
     assert set(result.stages) == set(STAGES)
     assert result.unet_samples == PIPELINE_UNET_SAMPLES
+
+
+def test_reference_runs_the_models_in_the_original_form_and_gives_them_back():
+    components = tiny_components("cpu", torch.float32)
+    components.film.half()  # as on CUDA, where the pipeline runs FILM in half precision
+    pipeline_attention = {model: model.attn_processors for model in (components.unet, components.vae)}
+    conv_weight = components.vae.decoder.conv_in.weight.clone()
+
+    def vae_is_channels_last():
+        return components.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+
+    assert vae_is_channels_last()
+    with original_form(components):
+        assert components.unet.attn_processors  # the tiny VAE has no attention layer
+        for model in (components.unet, components.vae):
+            assert all(type(processor) is AttnProcessor for processor in model.attn_processors.values())
+        assert not vae_is_channels_last()
+        assert next(components.film.parameters()).dtype == torch.float32
+    for model, processors in pipeline_attention.items():
+        assert model.attn_processors == processors
+    assert AttnProcessor not in {type(processor) for processor in components.unet.attn_processors.values()}
+    assert vae_is_channels_last()
+    torch.testing.assert_close(components.vae.decoder.conv_in.weight, conv_weight, rtol=0, atol=0)
+    assert next(components.film.parameters()).dtype == torch.float16
 
 
 def test_sd15_configs_have_sd15_parameter_counts():
