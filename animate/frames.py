@@ -23,6 +23,10 @@ HANDOFF_FRAMES = 4
 WAIT_SLICE_S = 0.1
 END_OF_FRAMES = object()
 STOP = object()
+# stop_encoder raises EncoderStopped in the encoder thread between any two bytecodes. Work
+# that must not be cut there (starting ffmpeg and keeping its handle: a process started
+# whose handle is lost cannot be killed) holds this lock, and stop_encoder takes it to raise.
+STOP_LOCK = threading.Lock()
 
 # What the operating system says when a write does not fit: the disk or the user's quota is
 # full, or the file is over the process's size limit.
@@ -46,14 +50,14 @@ def disk_full_message(what: str, reason: str) -> str:
 
 
 @contextlib.contextmanager
-def reporting_full_disk(what: str) -> Iterator[None]:
-    """Turn an OSError from a full disk inside the block into a DiskFullError naming `what`."""
+def reporting_full_disk(what: str, error_type: type[Exception] = DiskFullError) -> Iterator[None]:
+    """Turn an OSError from a full disk inside the block into an error_type naming `what`."""
     try:
         yield
     except OSError as error:
         if error.errno not in DISK_FULL_ERRNOS:
             raise
-        raise DiskFullError(disk_full_message(what, os.strerror(error.errno))) from error
+        raise error_type(disk_full_message(what, os.strerror(error.errno))) from error
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -185,6 +189,7 @@ def stop_encoder(encoder: threading.Thread, handoff: queue.Queue) -> None:
         while True:
             handoff.get_nowait()
     handoff.put_nowait(STOP)
-    if encoder.is_alive():
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(encoder.ident), ctypes.py_object(EncoderStopped))
+    with STOP_LOCK:
+        if encoder.is_alive():
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(encoder.ident), ctypes.py_object(EncoderStopped))
     encoder.join()

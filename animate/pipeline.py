@@ -21,7 +21,7 @@ from animate.diffusion import (
     shared_denoise,
     uses_guidance,
 )
-from animate.encode import encode_gif, encode_mp4
+from animate.encode import encode_gif, encode_mp4, gif_encoder_count
 from animate.frames import encode_in_background, ping_pong, to_uint8, write_png
 from animate.inbetween import film_frames, latent_frames
 from animate.plan import KeyframePlan
@@ -136,12 +136,24 @@ def host_frames(frames: Iterable[torch.Tensor], total: int, timer: list[float]) 
             yield picture
 
 
+def gif_encoders(device: torch.device) -> int:
+    """ffmpeg processes to encode a GIF with. On CUDA the cores are free while the GPU makes
+    the frames, and one ffmpeg would be the slowest stage; on CPU torch's threads already
+    use every core, and the frames come slower than one ffmpeg encodes them."""
+    return gif_encoder_count() if device.type == "cuda" else 1
+
+
 def encode_animation(
-    settings: Settings, frames: Iterable[np.ndarray], keyframes: np.ndarray, path: Path, num_frames: int
+    settings: Settings,
+    frames: Iterable[np.ndarray],
+    keyframes: np.ndarray,
+    path: Path,
+    num_frames: int,
+    device: torch.device,
 ) -> None:
     """Stream the frames (uint8 (H, W, 3)) into the GIF or MP4 at `path`."""
     if settings.output_format == "gif":
-        encode_gif(frames, path, settings.frames_per_second, keyframes, num_frames)
+        encode_gif(frames, path, settings.frames_per_second, keyframes, num_frames, gif_encoders(device))
     elif settings.output_format == "mp4":
         encode_mp4(frames, path, settings.frames_per_second)
     else:
@@ -197,7 +209,10 @@ def animate(
     print(f"Encoding {path.name}: {plan.num_output_frames} frames at {settings.frames_per_second} fps", flush=True)
     keyframe_pictures = to_uint8(keyframe_images)
     encode_in_background(
-        lambda queued: encode_animation(settings, queued, keyframe_pictures, path, plan.num_output_frames), frames
+        lambda queued: encode_animation(
+            settings, queued, keyframe_pictures, path, plan.num_output_frames, components.device
+        ),
+        frames,
     )
     total = time.perf_counter() - started
     log_time(f"in-betweens ({'FILM' if settings.film_interpolation else 'latent slerp'})", frame_time[0])

@@ -206,6 +206,85 @@ def test_frames_of_another_size_are_refused(tmp_path):
 def test_gif_frame_count_must_match(tmp_path):
     with pytest.raises(ValueError, match="told 4 frames but got 3"):
         encode_gif(streamed(frames(3)), tmp_path / "a.gif", 10, frames(1), 4)
+    with pytest.raises(ValueError, match="told 4 frames but got more"):
+        encode_gif(streamed(frames(5)), tmp_path / "a.gif", 10, frames(1), 4)
+    assert list(tmp_path.iterdir()) == []
+
+
+def decoded_gif(path):
+    """Every frame of a GIF as shown (RGB, after transparency and disposal), its delays, its loop."""
+    with Image.open(path) as image:
+        pictures, durations = [], []
+        for index in range(image.n_frames):
+            image.seek(index)
+            pictures.append(np.asarray(image.convert("RGB")))
+            durations.append(image.info.get("duration"))
+        return pictures, durations, image.info.get("loop")
+
+
+@pytest.mark.parametrize("chunk_frames, encoders", [(3, 2), (4, 1), (1, 3)])
+def test_gif_in_chunks_shows_what_one_ffmpeg_shows(tmp_path, monkeypatch, chunk_frames, encoders):
+    source = frames(11)
+    encode_gif(streamed(source), tmp_path / "whole.gif", 30, source[::5], 11)
+    monkeypatch.setattr(encode, "GIF_CHUNK_FRAMES", chunk_frames)
+    started = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(encode.subprocess, "Popen", recording_popen)
+    assert encode_gif(streamed(source), tmp_path / "chunked.gif", 30, source[::5], 11, encoders) == 11
+
+    assert len(started) == 1 + -(-11 // chunk_frames)  # the palette, then one ffmpeg per chunk
+    whole, chunked = decoded_gif(tmp_path / "whole.gif"), decoded_gif(tmp_path / "chunked.gif")
+    assert len(chunked[0]) == 11
+    for one, other in zip(whole[0], chunked[0], strict=True):
+        np.testing.assert_array_equal(one, other)
+    assert chunked[1:] == whole[1:]  # the same delays (30 fps: 30, 40, 30, 30, 40 ... ms), looping
+    assert gif_images((tmp_path / "chunked.gif").read_bytes()) == (True, [False] * 11)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["chunked.gif", "whole.gif"]
+
+
+def test_joined_gif_keeps_the_colours_of_a_file_with_another_palette(tmp_path):
+    def one_colour_gif(colour):
+        picture = Image.new("P", (WIDTH, HEIGHT), 0)
+        picture.putpalette(list(colour) + [0, 0, 0] * 255)
+        path = tmp_path / f"{colour}.gif"
+        picture.save(path)
+        return path.read_bytes()
+
+    with open(tmp_path / "joined.gif", "wb") as output:
+        joiner = encode.GifJoiner(output)
+        for colour in [(250, 0, 0), (0, 0, 250), (250, 0, 0)]:
+            joiner.add(one_colour_gif(colour))
+        joiner.finish()
+    pictures, _, _ = decoded_gif(tmp_path / "joined.gif")
+    assert [tuple(picture[0, 0]) for picture in pictures] == [(250, 0, 0), (0, 0, 250), (250, 0, 0)]
+    # Only the file whose palette differs from the first one's carries a local table.
+    assert gif_images((tmp_path / "joined.gif").read_bytes()) == (True, [False, True, False])
+
+
+def test_stopping_a_gif_midway_kills_every_chunk_encoder(tmp_path, monkeypatch):
+    monkeypatch.setattr(encode, "GIF_CHUNK_FRAMES", 4)
+    started = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(encode.subprocess, "Popen", recording_popen)
+
+    def interrupted():
+        yield from frames(10)
+        raise Canceled("stop")
+
+    with pytest.raises(Canceled):
+        encode_gif(interrupted(), tmp_path / "a.gif", 10, frames(2), 20, encoders=3)
+    assert len(started) == 3  # the palette and two chunks of four frames
+    assert all(process.poll() is not None for process in started)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -294,6 +373,43 @@ def test_cancel_while_ffmpeg_finishes_the_file_stops_at_once(tmp_path, monkeypat
     assert latency < 5, f"the encoder waited {latency:.1f} s for ffmpeg after the cancel"
     assert started and all(process.poll() is not None for process in started), "ffmpeg was left running"
     assert list(out_dir.iterdir()) == []
+
+
+def test_a_stop_while_a_chunk_encoder_starts_still_kills_it(tmp_path, monkeypatch):
+    """The encoder thread is stopped by an exception raised in it between two bytecodes; one
+    arriving just after ffmpeg started, before its handle was kept, would leave it running."""
+    import threading
+    import time
+
+    from animate.frames import encode_in_background
+
+    monkeypatch.setattr(encode, "GIF_CHUNK_FRAMES", 4)
+    spawning_chunk = threading.Event()
+    started = []
+    real_popen = subprocess.Popen
+
+    def slow_popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        if "frames-4.gif" in " ".join(args[0]):
+            spawning_chunk.set()
+            time.sleep(0.5)  # the handle is not kept yet: a stop must wait
+        return started[-1]
+
+    monkeypatch.setattr(encode.subprocess, "Popen", slow_popen)
+
+    def canceled_while_the_second_chunk_starts():
+        yield from frames(8)
+        assert spawning_chunk.wait(10)
+        raise Canceled("stop")
+
+    with pytest.raises(Canceled):
+        encode_in_background(
+            lambda queued: encode_gif(queued, tmp_path / "a.gif", 10, frames(2), 20, encoders=2),
+            canceled_while_the_second_chunk_starts(),
+        )
+    assert len(started) == 3  # the palette and two chunks
+    assert all(process.poll() is not None for process in started), "an ffmpeg was left running"
+    assert list(tmp_path.iterdir()) == []
 
 
 def partial_path_on_a_full_disk(path):
