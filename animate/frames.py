@@ -181,15 +181,18 @@ def hand_over(handoff: queue.Queue, item: object, finished: threading.Event) -> 
 def stop_encoder(encoder: threading.Thread, handoff: queue.Queue) -> None:
     """Stop the encoder thread wherever it is and wait for it to clean up (kill ffmpeg).
 
-    The STOP item reaches it when it waits for a frame; the asynchronous EncoderStopped
-    reaches it between two bytecodes elsewhere (between frames written, or between the
-    slices of its wait for ffmpeg to finish), the way cog cancels a prediction.
+    EncoderStopped is raised in it asynchronously, the way cog cancels a prediction: it
+    arrives at the thread's next bytecode, wherever it is (writing frames, or between the
+    slices of its wait for ffmpeg to finish). A thread waiting for a frame runs no
+    bytecode until the STOP item, put afterwards, wakes it, and then gets the exception.
+    In that order the thread gets one exception, never a second one in the middle of
+    cleaning up after the first (which could leave an ffmpeg running).
     """
+    with STOP_LOCK:
+        if encoder.is_alive():
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(encoder.ident), ctypes.py_object(EncoderStopped))
     with contextlib.suppress(queue.Empty):
         while True:
             handoff.get_nowait()
     handoff.put_nowait(STOP)
-    with STOP_LOCK:
-        if encoder.is_alive():
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(encoder.ident), ctypes.py_object(EncoderStopped))
     encoder.join()
