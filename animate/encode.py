@@ -38,11 +38,12 @@ PALETTE_SAMPLE_PIXELS = 256 * 1024
 # What ffmpeg prints when its output does not fit (strerror of ENOSPC, EDQUOT, EFBIG).
 DISK_FULL_SIGNS = ("No space left on device", "Disk quota exceeded", "File too large")
 # ffmpeg turns frames into GIF (paletteuse, then LZW) on one core, about 0.1 s per 512x512
-# frame: more than the GPU takes to make them. So runs of GIF_CHUNK_FRAMES frames go to
-# separate ffmpeg processes, up to MAX_GIF_ENCODERS at once, and their GIFs are joined.
-# The chunk length is fixed, not taken from the core count, so the same frames give the
-# same bytes on any machine; at 8 frames, starting ffmpeg is a small part of a chunk.
-GIF_CHUNK_FRAMES = 8
+# frame: more than the GPU takes to make them. So runs of frames go to separate ffmpeg
+# processes, up to MAX_GIF_ENCODERS at once, and their GIFs are joined. A run holds about
+# GIF_CHUNK_PIXELS (8 frames at 512x512, 2 at 1024x768, 128 at 128x128), so the 40 ms
+# it takes to start ffmpeg stays a small part of its work; it depends on the frame size
+# only, not on the core count, so the same frames give the same bytes on any machine.
+GIF_CHUNK_PIXELS = 8 * 512 * 512
 MAX_GIF_ENCODERS = 8
 # GIF blocks (GIF89a specification): introducers, extension labels, the trailer.
 GIF_EXTENSION, GIF_IMAGE, GIF_TRAILER = 0x21, 0x2C, 0x3B
@@ -229,8 +230,8 @@ def encode_gif(
     """Write an endlessly looping GIF of num_frames uint8 (H, W, 3) frames; returns num_frames.
 
     The palette comes from palette_frames (the keyframes) before the frames stream. Runs
-    of GIF_CHUNK_FRAMES frames are encoded by up to `encoders` ffmpeg processes at once
-    (see GifChunks) and joined in order, so the frames look as if one ffmpeg had encoded
+    of frames are encoded by up to `encoders` ffmpeg processes at once (see GifChunks)
+    and joined in order, so the frames look as if one ffmpeg had encoded
     them all. Frame i ends round(100 (i+1) / fps) hundredths of a second after the start,
     exactly, without drift.
     """
@@ -271,6 +272,7 @@ class GifChunks:
         self, shape: tuple[int, ...], fps: int, num_frames: int, encoders: int, palette_path: Path, scratch: Path, what: str
     ):
         self.shape, self.fps, self.num_frames, self.encoders = shape, fps, num_frames, encoders
+        self.chunk_frames = max(1, GIF_CHUNK_PIXELS // (shape[0] * shape[1]))
         self.palette_path, self.scratch, self.what = palette_path, scratch, what
 
     def encode(self, frames: Iterable[np.ndarray], output: BinaryIO) -> int:
@@ -286,12 +288,12 @@ class GifChunks:
             for frame in frames:
                 if count == self.num_frames:
                     raise ValueError(f"encode_gif was told {self.num_frames} frames but got more")
-                if count % GIF_CHUNK_FRAMES == 0:
+                if count % self.chunk_frames == 0:
                     chunk_start = count
                     spool = open(self.scratch / f"frames-{chunk_start}.raw", "wb")
                 spool.write(np.ascontiguousarray(frame).tobytes())
                 count += 1
-                if count % GIF_CHUNK_FRAMES == 0 or count == self.num_frames:
+                if count % self.chunk_frames == 0 or count == self.num_frames:
                     spool.close()
                     if len(running) == self.encoders:
                         self.append(running[0], joiner)

@@ -226,7 +226,7 @@ def decoded_gif(path):
 def test_gif_in_chunks_shows_what_one_ffmpeg_shows(tmp_path, monkeypatch, chunk_frames, encoders):
     source = frames(11)
     encode_gif(streamed(source), tmp_path / "whole.gif", 30, source[::5], 11)
-    monkeypatch.setattr(encode, "GIF_CHUNK_FRAMES", chunk_frames)
+    monkeypatch.setattr(encode, "GIF_CHUNK_PIXELS", chunk_frames * HEIGHT * WIDTH)
     started = []
     real_popen = subprocess.Popen
 
@@ -267,7 +267,7 @@ def test_joined_gif_keeps_the_colours_of_a_file_with_another_palette(tmp_path):
 
 
 def test_stopping_a_gif_midway_kills_every_chunk_encoder(tmp_path, monkeypatch):
-    monkeypatch.setattr(encode, "GIF_CHUNK_FRAMES", 4)
+    monkeypatch.setattr(encode, "GIF_CHUNK_PIXELS", 4 * HEIGHT * WIDTH)
     started = []
     real_popen = subprocess.Popen
 
@@ -383,7 +383,7 @@ def test_a_stop_while_a_chunk_encoder_starts_still_kills_it(tmp_path, monkeypatc
 
     from animate.frames import encode_in_background
 
-    monkeypatch.setattr(encode, "GIF_CHUNK_FRAMES", 4)
+    monkeypatch.setattr(encode, "GIF_CHUNK_PIXELS", 4 * HEIGHT * WIDTH)
     spawning_chunk = threading.Event()
     started = []
     real_popen = subprocess.Popen
