@@ -2,7 +2,7 @@
 
 Everything runs one item at a time, in order: each prompt through the text encoder alone;
 the shared start and then each keyframe denoised at batch 1 with its own copy of the
-scheduler and two UNet calls per step (unconditional, then conditional); one VAE decode per
+scheduler and two UNet calls per step (conditional, then unconditional); one VAE decode per
 frame; FILM on one pair per call, bisecting each gap recursively; all frames held on the
 host, then encoded. It uses the pipeline's components, noise and step split, so its
 keyframes must equal the pipeline's: that is what makes the timing comparison honest.
