@@ -14,6 +14,20 @@ from animate.encode import EncodeError, encode_gif, encode_mp4, gif_time_after_f
 HEIGHT, WIDTH = 48, 64
 
 
+@pytest.fixture
+def started(monkeypatch):
+    """Every process the encoders start, in order, recorded as it starts."""
+    processes = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        processes.append(real_popen(*args, **kwargs))
+        return processes[-1]
+
+    monkeypatch.setattr(encode.subprocess, "Popen", recording_popen)
+    return processes
+
+
 def frames(count, seed=0):
     """Smoothly moving gradients: realistic for the encoders, different per frame."""
     y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
@@ -161,17 +175,7 @@ class Canceled(BaseException):
 
 @pytest.mark.parametrize("error", [Canceled, RuntimeError])
 @pytest.mark.parametrize("fmt", ["gif", "mp4"])
-def test_interrupted_stream_kills_ffmpeg_and_leaves_no_file(tmp_path, monkeypatch, error, fmt):
-    started = []
-    real_popen = subprocess.Popen
-
-    def recording_popen(*args, **kwargs):
-        process = real_popen(*args, **kwargs)
-        started.append(process)
-        return process
-
-    monkeypatch.setattr(encode.subprocess, "Popen", recording_popen)
-
+def test_interrupted_stream_kills_ffmpeg_and_leaves_no_file(tmp_path, started, error, fmt):
     def interrupted():
         yield from frames(3)
         raise error("stop")
@@ -223,21 +227,14 @@ def decoded_gif(path):
 
 
 @pytest.mark.parametrize("chunk_frames, encoders", [(3, 2), (4, 1), (1, 3)])
-def test_gif_in_chunks_shows_what_one_ffmpeg_shows(tmp_path, monkeypatch, chunk_frames, encoders):
+def test_gif_in_chunks_shows_what_one_ffmpeg_shows(tmp_path, monkeypatch, started, chunk_frames, encoders):
     source = frames(11)
     encode_gif(streamed(source), tmp_path / "whole.gif", 30, source[::5], 11)
+    assert len(started) == 2  # the palette, then one ffmpeg for all frames
     monkeypatch.setattr(encode, "GIF_CHUNK_PIXELS", chunk_frames * HEIGHT * WIDTH)
-    started = []
-    real_popen = subprocess.Popen
-
-    def recording_popen(*args, **kwargs):
-        started.append(real_popen(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(encode.subprocess, "Popen", recording_popen)
     assert encode_gif(streamed(source), tmp_path / "chunked.gif", 30, source[::5], 11, encoders) == 11
 
-    assert len(started) == 1 + -(-11 // chunk_frames)  # the palette, then one ffmpeg per chunk
+    assert len(started) == 2 + 1 + -(-11 // chunk_frames)  # the palette, then one ffmpeg per chunk
     whole, chunked = decoded_gif(tmp_path / "whole.gif"), decoded_gif(tmp_path / "chunked.gif")
     assert len(chunked[0]) == 11
     for one, other in zip(whole[0], chunked[0], strict=True):
@@ -266,16 +263,8 @@ def test_joined_gif_keeps_the_colours_of_a_file_with_another_palette(tmp_path):
     assert gif_images((tmp_path / "joined.gif").read_bytes()) == (True, [False, True, False])
 
 
-def test_stopping_a_gif_midway_kills_every_chunk_encoder(tmp_path, monkeypatch):
+def test_stopping_a_gif_midway_kills_every_chunk_encoder(tmp_path, monkeypatch, started):
     monkeypatch.setattr(encode, "GIF_CHUNK_PIXELS", 4 * HEIGHT * WIDTH)
-    started = []
-    real_popen = subprocess.Popen
-
-    def recording_popen(*args, **kwargs):
-        started.append(real_popen(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(encode.subprocess, "Popen", recording_popen)
 
     def interrupted():
         yield from frames(10)
@@ -326,7 +315,7 @@ def raise_in_thread(thread, exception_type):
     assert changed == 1
 
 
-def test_cancel_while_ffmpeg_finishes_the_file_stops_at_once(tmp_path, monkeypatch):
+def test_cancel_while_ffmpeg_finishes_the_file_stops_at_once(tmp_path, monkeypatch, started):
     """After the last frame, the encoder waits for ffmpeg to finish the file (seconds for a
     large MP4); a cancel arriving then must not wait for it."""
     import threading
@@ -338,14 +327,6 @@ def test_cancel_while_ffmpeg_finishes_the_file_stops_at_once(tmp_path, monkeypat
     fake_ffmpeg.write_text(f"#!/bin/sh\ncat > /dev/null\ntouch {consumed}\nexec sleep 60\n")
     fake_ffmpeg.chmod(0o755)
     monkeypatch.setattr(encode.imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(fake_ffmpeg))
-    started = []
-    real_popen = subprocess.Popen
-
-    def recording_popen(*args, **kwargs):
-        started.append(real_popen(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(encode.subprocess, "Popen", recording_popen)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     outcome = []
