@@ -83,6 +83,19 @@ def uses_guidance(guidance_scale: float) -> bool:
     return guidance_scale > 1.0
 
 
+def predicted_noise(
+    unet: UNet2DConditionModel,
+    scheduler: SchedulerMixin,
+    latents: torch.Tensor,
+    timestep: torch.Tensor,
+    embeddings: torch.Tensor,
+) -> torch.Tensor:
+    """The UNet's noise prediction (B, 4, h, w) for latents (B, 4, h, w), each with its text
+    embedding (B, L, D) (or one (1, L, D) for all)."""
+    model_input = scheduler.scale_model_input(latents, timestep)
+    return unet(model_input, timestep, encoder_hidden_states=embeddings, return_dict=False)[0]
+
+
 def guided_noise(
     unet: UNet2DConditionModel,
     scheduler: SchedulerMixin,
@@ -100,29 +113,15 @@ def guided_noise(
     known_uncond_noise (1, 4, h, w) is given, every latent is the one it was computed
     for, so only the conditional half runs (batch B).
     """
-    batch = latents.shape[0]
     if not uses_guidance(guidance_scale):
-        model_input = scheduler.scale_model_input(latents, timestep)
-        return unet(model_input, timestep, encoder_hidden_states=cond, return_dict=False)[0]
+        return predicted_noise(unet, scheduler, latents, timestep, cond)
     if known_uncond_noise is not None:
-        model_input = scheduler.scale_model_input(latents, timestep)
-        noise_cond = unet(model_input, timestep, encoder_hidden_states=cond, return_dict=False)[0]
-        return known_uncond_noise + guidance_scale * (noise_cond - known_uncond_noise)
-    model_input = scheduler.scale_model_input(torch.cat([latents, latents]), timestep)
-    embeddings = torch.cat([uncond.expand(batch, -1, -1), cond])
-    noise = unet(model_input, timestep, encoder_hidden_states=embeddings, return_dict=False)[0]
-    noise_uncond, noise_cond = noise.chunk(2)
+        noise_uncond, noise_cond = known_uncond_noise, predicted_noise(unet, scheduler, latents, timestep, cond)
+    else:
+        embeddings = torch.cat([uncond.expand(latents.shape[0], -1, -1), cond])
+        noise = predicted_noise(unet, scheduler, torch.cat([latents, latents]), timestep, embeddings)
+        noise_uncond, noise_cond = noise.chunk(2)
     return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
-
-
-def unconditional_noise(
-    unet: UNet2DConditionModel, scheduler: SchedulerMixin, latent: torch.Tensor, timestep: torch.Tensor, uncond: torch.Tensor
-) -> torch.Tensor:
-    """The unguided noise prediction (1, 4, h, w) for latent (1, 4, h, w) and uncond (1, L, D).
-
-    `scheduler` is not changed (some schedulers count their steps in scale_model_input)."""
-    model_input = copy.deepcopy(scheduler).scale_model_input(latent, timestep)
-    return unet(model_input, timestep, encoder_hidden_states=uncond, return_dict=False)[0]
 
 
 def denoise(
@@ -221,7 +220,10 @@ def denoise_keyframes(
     done_steps = total_steps - len(remaining_timesteps)
     first_uncond_noise = None
     if count > 1 and len(remaining_timesteps) > 0 and uses_guidance(guidance_scale):
-        first_uncond_noise = unconditional_noise(unet, scheduler, shared_latent, remaining_timesteps[0], uncond)
+        # On a copy: some schedulers count their steps in scale_model_input.
+        first_uncond_noise = predicted_noise(
+            unet, copy.deepcopy(scheduler), shared_latent, remaining_timesteps[0], uncond
+        )
     for start in range(0, count, batch_size):
         stop = min(start + batch_size, count)
         batch_scheduler = copy.deepcopy(scheduler)
