@@ -63,8 +63,8 @@ clean:
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(RUNTIME_STAMP): requirements.txt | $(VENV)/bin/python
-	$(PY) -m pip install -r requirements.txt
+$(RUNTIME_STAMP): requirements.txt requirements-cog.txt | $(VENV)/bin/python
+	$(PY) -m pip install -r requirements-cog.txt
 	touch $@
 
 $(DEV_STAMP): requirements-dev.txt $(RUNTIME_STAMP)

@@ -17,7 +17,8 @@ import yaml
 from cog import BasePredictor
 from cog import _inspector
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO_ROOT
+
 SEEDS = Path(__file__).parent / "server" / "seeds"
 
 
@@ -29,6 +30,10 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
+
+
+def cog_config() -> dict:
+    return yaml.safe_load((REPO_ROOT / "cog.yaml").read_text())
 
 
 def pins(requirements_file: Path) -> dict[str, str]:
@@ -45,16 +50,35 @@ def pins(requirements_file: Path) -> dict[str, str]:
 
 
 def test_cog_yaml_has_the_build_and_predictor():
-    config = yaml.safe_load((REPO_ROOT / "cog.yaml").read_text())
+    config = cog_config()
     assert config["build"]["gpu"] is True
     assert config["build"]["python_version"] == "3.11"
     assert config["build"]["python_requirements"] == "requirements.txt"
     assert config["predict"] == "predict.py:Predictor"
     assert set(config) == {"build", "predict"}
+    assert set(config["build"]) == {"gpu", "cuda", "python_version", "python_requirements", "sdk_version"}
+
+
+def test_cog_yaml_names_the_cuda_of_the_pinned_torch():
+    """cog's torch/CUDA table has no torch 2.13: without build.cuda, `cog build` stops. torch
+    2.13.0's Linux wheels depend on CUDA 13.0 (cuda-toolkit 13.0.3, cuDNN for CUDA 13)."""
+    assert pins(REPO_ROOT / "requirements.txt")["torch"] == "2.13.0"
+    assert cog_config()["build"]["cuda"] == "13.0"  # quoted in cog.yaml, or YAML reads a float
+
+
+def test_the_image_gets_the_cog_sdk_the_tests_run():
+    """build.sdk_version is the image's cog; requirements-cog.txt the local one; both are the
+    installed version the server tests run. requirements.txt (what the image installs) has no
+    cog line, which `cog build` would drop with a warning."""
+    sdk_version = cog_config()["build"]["sdk_version"]
+    assert "cog" not in pins(REPO_ROOT / "requirements.txt")
+    assert pins(REPO_ROOT / "requirements-cog.txt")["cog"] == sdk_version
+    assert importlib.metadata.version("cog") == sdk_version
+    assert "-r requirements.txt" in (REPO_ROOT / "requirements-cog.txt").read_text().splitlines()
 
 
 def test_predict_reference_resolves_to_a_predictor():
-    file_name, class_name = yaml.safe_load((REPO_ROOT / "cog.yaml").read_text())["predict"].split(":")
+    file_name, class_name = cog_config()["predict"].split(":")
     assert (REPO_ROOT / file_name).is_file()
     info = _inspector.create_predictor(Path(file_name).stem, class_name)
     assert issubclass(getattr(sys.modules[Path(file_name).stem], class_name), BasePredictor)
@@ -64,22 +88,22 @@ def test_predict_reference_resolves_to_a_predictor():
 def test_runtime_requirements_are_exact_pins_of_the_stack():
     runtime = pins(REPO_ROOT / "requirements.txt")
     assert runtime["torch"] == "2.13.0"  # the only torch with a CPU wheel here
-    assert runtime["cog"] == "0.23.1"
     for name in ("diffusers", "transformers", "accelerate", "safetensors", "pillow", "imageio-ffmpeg", "numpy"):
         assert name in runtime, name
     assert "torchvision" not in runtime  # no CPU build of it here
 
 
-def test_dev_requirements_add_to_the_runtime_ones():
+def test_dev_requirements_add_to_the_local_ones():
     text = (REPO_ROOT / "requirements-dev.txt").read_text()
-    assert "-r requirements.txt" in text.splitlines()
+    assert "-r requirements-cog.txt" in text.splitlines()
     dev = pins(REPO_ROOT / "requirements-dev.txt")
     assert "pytest" in dev
+    assert not set(dev) & set(pins(REPO_ROOT / "requirements-cog.txt"))
     assert not set(dev) & set(pins(REPO_ROOT / "requirements.txt"))
 
 
 def test_installed_versions_are_the_pinned_ones():
-    for requirements in ("requirements.txt", "requirements-dev.txt"):
+    for requirements in ("requirements.txt", "requirements-cog.txt", "requirements-dev.txt"):
         for name, version in pins(REPO_ROOT / requirements).items():
             # `==2.13.0` accepts a local build such as 2.13.0+cpu (PEP 440), so drop the label.
             installed = importlib.metadata.version(name).split("+")[0]
