@@ -1,7 +1,13 @@
 """Cog predictor: the public inputs of the hosted model, turned into one call of `animate`.
 
-setup() loads the weights once; predict() declares the 15 inputs of the contract
-(../shared/seeds/000) in its order and streams the files `animate.animate` yields.
+setup() loads the weights once; predict() declares the 15 inputs of the hosted model's
+public API, in its order, and streams the files `animate.animate` yields.
+
+`cog build` writes the deployed input schema by reading this file's text, not by importing
+it, and it understands only literals: so every `Input(...)` keyword below is ONE literal
+(one string per description, bounds as plain numbers). A name, arithmetic or a description
+split into adjacent string pieces would silently change the deployed schema;
+tests/test_predict_source.py refuses them, and ties the defaults to animate.settings.
 """
 
 import os
@@ -17,10 +23,6 @@ from cog import BasePredictor, Input, Path
 import animate
 
 REPO_ROOT = LocalPath(__file__).resolve().parent
-
-# Seeds are 32-bit: the largest one the API accepts (written out, not as 2**32 - 1,
-# because `cog build` reads bounds statically and only understands number literals).
-MAX_SEED = 4294967295
 
 
 def weights_dir() -> LocalPath:
@@ -60,8 +62,7 @@ class Predictor(BasePredictor):
         self,
         prompt_start: str = Input(description="Prompt to start the animation with"),
         prompt_end: str = Input(
-            description="Prompt to end the animation with. You can include multiple prompts "
-            "by separating the prompts with | (the 'pipe' character)"
+            description="Prompt to end the animation with. You can include multiple prompts by separating the prompts with | (the 'pipe' character)"
         ),
         width: int = Input(
             description="Width of output image",
@@ -77,8 +78,7 @@ class Predictor(BasePredictor):
             description="Number of denoising steps", ge=1, le=500, default=50
         ),
         prompt_strength: float = Input(
-            description="Lower prompt strength generates more coherent gifs, higher respects "
-            "prompts more but can be jumpy",
+            description="Lower prompt strength generates more coherent gifs, higher respects prompts more but can be jumpy",
             ge=0.0,
             le=1.0,
             default=0.8,
@@ -99,8 +99,7 @@ class Predictor(BasePredictor):
             description="Frames/second in output GIF", ge=1, le=50, default=20
         ),
         gif_ping_pong: bool = Input(
-            description="Whether to reverse the animation and go back to the beginning "
-            "before looping",
+            description="Whether to reverse the animation and go back to the beginning before looping",
             default=False,
         ),
         film_interpolation: bool = Input(
@@ -117,7 +116,7 @@ class Predictor(BasePredictor):
             description="Random seed. Leave blank to randomize the seed",
             default=None,
             ge=0,
-            le=MAX_SEED,
+            le=4294967295,
         ),
         output_format: str = Input(
             description="Output file format", choices=["gif", "mp4"], default="gif"

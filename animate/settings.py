@@ -1,4 +1,4 @@
-"""The validated settings of one prediction, built from the 15 public inputs."""
+"""The validated settings of one prediction, built from the 15 public inputs, and their defaults."""
 
 import os
 from dataclasses import dataclass
@@ -7,25 +7,47 @@ from animate.prompts import InputError, parse_prompts
 
 MAX_SEED = 2**32 - 1
 
+# The defaults of the public inputs that have one, by input name: the one place the rest of
+# the project takes them from. predict.py states them again as literals, because `cog build`
+# reads its text, not its values; tests/test_predict_source.py holds the two together.
+INPUT_DEFAULTS = {
+    "width": 512,
+    "height": 512,
+    "num_inference_steps": 50,
+    "prompt_strength": 0.8,
+    "num_animation_frames": 10,
+    "num_interpolation_steps": 5,
+    "guidance_scale": 7.5,
+    "gif_frames_per_second": 20,
+    "gif_ping_pong": False,
+    "film_interpolation": True,
+    "intermediate_output": False,
+    "seed": None,
+    "output_format": "gif",
+}
+
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the walk needs, in the walk's own names (see SPEC.md section 2)."""
+    """Everything the walk needs, in the walk's own names (docs/behaviour.md, "The walk").
+
+    Only the prompts and the seed have no default; the rest default to the inputs' defaults.
+    """
 
     prompts: tuple[str, ...]
-    width: int
-    height: int
-    num_inference_steps: int
-    prompt_strength: float
-    num_animation_frames: int
-    num_interpolation_steps: int
-    guidance_scale: float
-    frames_per_second: int
-    ping_pong: bool
-    film_interpolation: bool
-    intermediate_output: bool
     seed: int
-    output_format: str
+    width: int = INPUT_DEFAULTS["width"]
+    height: int = INPUT_DEFAULTS["height"]
+    num_inference_steps: int = INPUT_DEFAULTS["num_inference_steps"]
+    prompt_strength: float = INPUT_DEFAULTS["prompt_strength"]
+    num_animation_frames: int = INPUT_DEFAULTS["num_animation_frames"]
+    num_interpolation_steps: int = INPUT_DEFAULTS["num_interpolation_steps"]
+    guidance_scale: float = INPUT_DEFAULTS["guidance_scale"]
+    frames_per_second: int = INPUT_DEFAULTS["gif_frames_per_second"]
+    ping_pong: bool = INPUT_DEFAULTS["gif_ping_pong"]
+    film_interpolation: bool = INPUT_DEFAULTS["film_interpolation"]
+    intermediate_output: bool = INPUT_DEFAULTS["intermediate_output"]
+    output_format: str = INPUT_DEFAULTS["output_format"]
 
 
 def draw_seed() -> int:

@@ -2,7 +2,7 @@
 
 The contract is the OpenAPI page of the hosted model (seed 000, copied into
 tests/server/seeds/). The served /openapi.json must match it property by property: type,
-default, minimum, maximum, enum, description, required, and the order of SPEC.md. The only
+default, minimum, maximum, enum, description, required, and the public order. The only
 differences allowed are the documented ones in ALLOWED_ADDITIONS.
 """
 
@@ -16,7 +16,7 @@ from tests.server.live_server import shared_server, stop_shared_server
 
 CONTRACT_PAGE = Path(__file__).parent / "server" / "seeds" / "000_d67909b06802f53f.txt"
 
-# SPEC.md section 1: the inputs in their public order.
+# The inputs in their public order (the hosted model's API page).
 INPUT_ORDER = [
     "prompt_start", "prompt_end", "width", "height", "num_inference_steps", "prompt_strength",
     "num_animation_frames", "num_interpolation_steps", "guidance_scale", "gif_frames_per_second",
@@ -24,9 +24,9 @@ INPUT_ORDER = [
 ]
 
 ALLOWED_ADDITIONS = {
-    # SPEC.md: values outside [0, 1] are rejected (the hosted schema has no bounds).
+    # Values outside [0, 1] are refused (the hosted schema has no bounds; docs/behaviour.md).
     "prompt_strength": {"minimum": 0, "maximum": 1},
-    # SPEC.md: seeds are 0..2^32-1. The seed is optional with no default value; cog 0.23
+    # Seeds are 0..2^32-1 (docs/behaviour.md). The seed is optional with no default value; cog 0.23
     # writes such an input (`Optional[int] = Input(default=None)`) as nullable with a null
     # default, where the hosted model's older cog left both out.
     "seed": {"minimum": 0, "maximum": 4294967295, "nullable": True, "default": None},
@@ -70,7 +70,7 @@ def test_contract_page_has_the_fifteen_inputs():
     assert sorted(contract_input_schema()["properties"]) == sorted(INPUT_ORDER)
 
 
-def test_served_inputs_are_the_contract_inputs_in_spec_order(served_input):
+def test_served_inputs_are_the_contract_inputs_in_public_order(served_input):
     """x-order carries the order (the server sorts JSON object keys when it serves them)."""
     properties = served_input["properties"]
     assert sorted(properties, key=lambda name: properties[name]["x-order"]) == INPUT_ORDER

@@ -3,25 +3,21 @@ import re
 import pytest
 
 from animate import InputError, Settings, parse_prompts, settings_from_inputs
+from animate.settings import INPUT_DEFAULTS
 
 
 def inputs(**overrides):
+    """All 15 inputs: the defaults, a small request, then `overrides`."""
     values = dict(
+        INPUT_DEFAULTS,
         prompt_start="a cat",
         prompt_end="a dog",
         width=128,
         height=128,
         num_inference_steps=4,
-        prompt_strength=0.8,
         num_animation_frames=3,
         num_interpolation_steps=2,
-        guidance_scale=7.5,
-        gif_frames_per_second=20,
-        gif_ping_pong=False,
-        film_interpolation=True,
-        intermediate_output=False,
         seed=1,
-        output_format="gif",
     )
     values.update(overrides)
     return values
