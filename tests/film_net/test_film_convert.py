@@ -14,8 +14,7 @@ from film_golden import max_error, official_variables
 
 import film_net
 from film_net.convert import ConversionError, main, read_official_variables
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO_ROOT
 
 
 def import_tensorflow():

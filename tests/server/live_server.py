@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO_ROOT
+
 sys.path.insert(0, str(REPO_ROOT / "script"))
 import cog_server  # noqa: E402  (script/ is not a package)
 
