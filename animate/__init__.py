@@ -1,4 +1,4 @@
-"""The prompt walk of SPEC.md section 2: settings, keyframe plan, diffusion, frames, files."""
+"""The prompt walk (docs/behaviour.md, "The walk"): settings, keyframe plan, diffusion, frames, files."""
 
 from animate.plan import KeyframePlan, ping_pong_order
 from animate.prompts import InputError, parse_prompts

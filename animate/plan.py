@@ -1,4 +1,4 @@
-"""Keyframe times and frame counts of the walk (SPEC.md section 2, items 1, 6, 7)."""
+"""Keyframe times and frame counts of the walk (docs/behaviour.md, "The walk" and "Frame arithmetic")."""
 
 from dataclasses import dataclass
 

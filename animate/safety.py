@@ -1,4 +1,4 @@
-"""The safety check of keyframes (SPEC.md section 2, item 5), with diffusers' checker."""
+"""The safety check of keyframes (docs/behaviour.md, "The walk"), with diffusers' checker."""
 
 import torch
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker

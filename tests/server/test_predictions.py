@@ -1,9 +1,9 @@
 """Predictions through the real Cog server: the files it returns, read back and counted.
 
-Frame counts come from the keyframe plan of SPEC.md section 2 (P prompts, N keyframes per
-segment, S steps per gap): K = (P-1)(N-1)+1, F = (K-1)S+1, 2F-2 with ping-pong. Sizes and
-step counts are small so the suite stays fast on a 2-core CPU; what is checked does not
-depend on them.
+Frame counts come from the keyframe plan of docs/behaviour.md, "Frame arithmetic" (P
+prompts, N keyframes per segment, S steps per gap): K = (P-1)(N-1)+1, F = (K-1)S+1, 2F-2
+with ping-pong. Sizes and step counts are small so the suite stays fast on a 2-core CPU;
+what is checked does not depend on them.
 """
 
 import json
