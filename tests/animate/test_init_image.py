@@ -1,0 +1,283 @@
+"""animate.init_image: every picture is made here, small, in tmp_path."""
+
+import io
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import ExifTags, Image
+
+from animate.init_image import MAX_INIT_IMAGE_PIXELS, load_init_image, on_white, read_init_image
+from animate.prompts import InputError
+
+RED, GREEN, BLUE, BLACK, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0), (255, 255, 255)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def one_bit_png(width: int, height: int, idat: bytes) -> bytes:
+    """A 1-bit greyscale PNG with this header and this (compressed) pixel data."""
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def black_rows(width: int, height: int) -> bytes:
+    """The zlib stream of a black 1-bit picture, compressed row by row: a real bomb of a
+    few hundred kilobytes, never held whole in memory."""
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the row's bits
+    return b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+
+def saved(image: Image.Image, path, **options):
+    image.save(path, **options)
+    return path
+
+
+def as_rgb_array(tensor: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
+    return ((tensor[0].permute(1, 2, 0) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def refusal(path, width=64, height=64) -> str:
+    with pytest.raises(InputError) as error:
+        load_init_image(path, width, height)
+    message = str(error.value)
+    # One sentence: it ends with the only full stop (a decimal point like "41.0" is not one).
+    assert message.startswith("init_image ") and message.endswith(".") and ". " not in message
+    return message
+
+
+# Files refused before their pixels are decoded
+
+
+def test_empty_file_is_refused(tmp_path):
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    assert refusal(path) == "init_image is an empty file (0 bytes): upload the picture again."
+
+
+def test_text_named_png_is_refused(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("not a picture\n")
+    message = refusal(path)
+    assert "14-byte file that is not a picture Pillow can read" in message
+    assert "upload a PNG, JPEG, WebP or GIF picture" in message
+
+
+def test_41_megapixels_are_refused_from_the_header_alone(tmp_path):
+    # The pixel data is garbage: had the pixels been decoded, the error would say so.
+    path = tmp_path / "big.png"
+    path.write_bytes(one_bit_png(8000, 5125, b"not zlib"))
+    message = refusal(path)
+    assert "8000x5125 (41.0 megapixels), over the limit of 40 megapixels" in message
+
+
+def test_a_real_41_megapixel_png_is_refused(tmp_path):
+    path = saved(Image.new("1", (8000, 5125)), tmp_path / "big.png")
+    assert path.stat().st_size < 100_000
+    assert "(41.0 megapixels)" in refusal(path)
+
+
+def test_exactly_the_limit_is_accepted(tmp_path):
+    path = tmp_path / "limit.png"
+    path.write_bytes(one_bit_png(8000, MAX_INIT_IMAGE_PIXELS // 8000, b"not zlib"))
+    # Past the size check: refused only because the pixels cannot be decoded.
+    assert "could not be decoded as PNG" in refusal(path)
+
+
+@pytest.mark.parametrize(
+    "side, expected",
+    [
+        # Over Pillow's 89 MP warning: Pillow would warn, the size check refuses.
+        (10_000, "init_image is 10000x10000 (100.0 megapixels), over the limit of 40 megapixels"),
+        # Over Pillow's 179 MP error: Pillow refuses while reading the header.
+        (20_000, "init_image has more than 179 megapixels, over the limit of 40 megapixels"),
+    ],
+)
+def test_decompression_bombs_are_refused_in_one_sentence(tmp_path, side, expected):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(one_bit_png(side, side, black_rows(side, side)))
+    assert path.stat().st_size < 200_000
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        message = refusal(path)
+    assert message.startswith(expected)
+    assert message.endswith(": scale it down before uploading it.")
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+@pytest.mark.parametrize("kind", ["PNG", "JPEG"])
+def test_a_file_cut_short_is_refused(tmp_path, kind):
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    whole = io.BytesIO()
+    Image.fromarray(noise).save(whole, kind)
+    path = tmp_path / f"cut.{kind.lower()}"
+    path.write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    assert refusal(path) == (
+        f"init_image could not be decoded as {kind} (the file is cut short or damaged): "
+        "save the picture again and upload the whole file."
+    )
+
+
+# Modes, transparency and frames
+
+
+def test_one_pixel_is_scaled_up_to_the_size(tmp_path):
+    path = saved(Image.new("RGB", (1, 1), (200, 100, 50)), tmp_path / "dot.png")
+    picture = read_init_image(path, 48, 32)
+    assert picture.size == (48, 32)
+    assert np.all(np.asarray(picture) == (200, 100, 50))
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path):
+    # Cyan 0, magenta and yellow full, black 0: red.
+    path = saved(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), tmp_path / "cmyk.jpg")
+    assert Image.open(path).mode == "CMYK"
+    picture = read_init_image(path, 16, 16)
+    assert picture.mode == "RGB"
+    assert np.abs(np.asarray(picture).astype(int) - RED).max() < 10
+
+
+@pytest.mark.parametrize(
+    "name, values, full_scale",
+    [
+        ("grey16.png", np.linspace(0, 65535, 256).astype(np.uint16), 65535),  # opens as I;16
+        ("grey32.tif", np.linspace(0, 65535, 256).astype(np.int32), 65535),  # opens as I
+        ("float.tif", np.linspace(0, 1, 256).astype(np.float32), 1.0),  # opens as F
+    ],
+)
+def test_high_bit_depth_grey_is_scaled_to_8_bits(tmp_path, name, values, full_scale):
+    path = saved(Image.fromarray(np.tile(values, (4, 1))), tmp_path / name)
+    picture = read_init_image(path, 256, 4)
+    expected = np.rint(values.astype(np.float64) * 255 / full_scale).astype(np.uint8)
+    pixels = np.asarray(picture)
+    assert np.array_equal(pixels[0, :, 0], expected)
+    assert np.array_equal(pixels[..., 0], pixels[..., 2])
+    # Clipping instead of scaling would make all but the first column 255.
+    assert pixels[0, 128, 0] == 128
+
+
+def test_transparent_rgba_pixels_become_white(tmp_path):
+    image = Image.new("RGBA", (4, 1))
+    image.putdata([(255, 0, 0, 255), (0, 0, 0, 0), (0, 0, 255, 0), (0, 0, 0, 128)])
+    picture = read_init_image(saved(image, tmp_path / "rgba.png"), 4, 1)
+    assert list(picture.getdata()) == [RED, WHITE, WHITE, (127, 127, 127)]
+
+
+def test_transparent_grey_with_alpha_becomes_white(tmp_path):
+    image = Image.new("LA", (2, 1))
+    image.putdata([(0, 255), (0, 0)])
+    picture = read_init_image(saved(image, tmp_path / "la.png"), 2, 1)
+    assert list(picture.getdata()) == [BLACK, WHITE]
+
+
+def test_premultiplied_grey_with_alpha_becomes_white():
+    image = Image.new("La", (2, 1))
+    image.putdata([(0, 255), (0, 0)])
+    assert list(on_white(image).getdata()) == [BLACK, WHITE]
+
+
+def test_transparent_palette_entry_becomes_white(tmp_path):
+    image = Image.new("P", (2, 1))
+    image.putpalette([*BLACK, *RED])
+    image.putdata([1, 0])
+    path = saved(image, tmp_path / "palette.png", transparency=0)
+    assert Image.open(path).mode == "P"
+    assert list(read_init_image(path, 2, 1).getdata()) == [RED, WHITE]
+
+
+@pytest.mark.parametrize("name, options", [
+    ("frames.gif", {}),
+    ("frames.png", {}),
+    ("frames.webp", {"lossless": True}),
+])
+def test_an_animation_gives_its_first_frame(tmp_path, capsys, name, options):
+    frames = [Image.new("RGB", (8, 8), colour) for colour in (RED, GREEN, BLUE)]
+    path = saved(frames[0], tmp_path / name, save_all=True, append_images=frames[1:], duration=100, **options)
+    assert Image.open(path).is_animated
+    picture = read_init_image(path, 8, 8)
+    assert np.all(np.asarray(picture) == RED)
+    assert "first frame" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "orientation, marked_corner",
+    [
+        # 6: shown turned 90 degrees clockwise, so the stored top-left goes to the top-right.
+        (6, (slice(0, 10), slice(10, 20))),
+        # 8: shown turned 90 degrees anticlockwise, so the stored top-left goes to the bottom-left.
+        (8, (slice(30, 40), slice(0, 10))),
+    ],
+)
+def test_exif_orientation_is_applied(tmp_path, capsys, orientation, marked_corner):
+    stored = Image.new("RGB", (40, 20), BLUE)
+    stored.paste(RED, (0, 0, 10, 10))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    path = saved(stored, tmp_path / "photo.jpg", exif=exif, quality=95)
+    pixels = np.asarray(read_init_image(path, 20, 40)).astype(int)
+    assert pixels.shape == (40, 20, 3)
+    corner = pixels[marked_corner][2:-2, 2:-2]  # inside the marker, away from JPEG's blur
+    assert np.abs(corner - RED).max() < 40
+    assert np.abs(pixels[18:22, 8:12] - BLUE).max() < 40
+    assert capsys.readouterr().out == (
+        f"init_image: 40x20 JPEG (RGB), EXIF orientation {orientation} applied, "
+        "scaled and cropped to 20x40\n"
+    )
+
+
+# Geometry and the tensor
+
+
+def thirds(size, colours, vertical=False) -> Image.Image:
+    """A picture of three equal bands of colour, left to right (top to bottom if vertical)."""
+    long_side, short_side = size
+    image = Image.new("RGB", (short_side, long_side) if vertical else (long_side, short_side))
+    band = long_side // 3
+    for index, colour in enumerate(colours):
+        start, end = index * band, (index + 1) * band
+        image.paste(colour, (0, start, short_side, end) if vertical else (start, 0, end, short_side))
+    return image
+
+
+@pytest.mark.parametrize("vertical", [False, True])
+def test_cover_keeps_the_centre(tmp_path, vertical):
+    path = saved(thirds((300, 100), (RED, GREEN, BLUE), vertical), tmp_path / "bands.png")
+    pixels = np.asarray(read_init_image(path, 64, 64)).astype(int)
+    assert pixels.shape == (64, 64, 3)
+    inner = pixels[2:-2, 2:-2]  # the filter reaches a pixel or two past the crop
+    assert np.abs(inner - GREEN).max() < 10
+
+
+def test_cover_scales_by_the_side_that_needs_more(tmp_path):
+    # 200x100 into 32x64: the height needs x0.64, the width only x0.16, so the height wins
+    # and the middle 50 columns (green) fill the width.
+    image = Image.new("RGB", (200, 100), RED)
+    image.paste(GREEN, (75, 0, 125, 100))
+    pixels = np.asarray(read_init_image(saved(image, tmp_path / "wide.png"), 32, 64)).astype(int)
+    assert pixels.shape == (64, 32, 3)
+    assert np.abs(pixels[:, 2:-2] - GREEN).max() < 10
+
+
+def test_tensor_is_the_vae_input(tmp_path, capsys):
+    image = Image.new("RGB", (96, 48), BLACK)
+    image.paste(WHITE, (48, 0, 96, 48))
+    tensor = load_init_image(saved(image, tmp_path / "half.png"), 48, 24)
+    assert tensor.shape == (1, 3, 24, 48)
+    assert tensor.dtype == torch.float32
+    assert tensor.min().item() == -1.0 and tensor.max().item() == 1.0
+    assert torch.all(tensor[..., :20] == -1.0) and torch.all(tensor[..., 28:] == 1.0)
+    assert np.array_equal(as_rgb_array(tensor), np.asarray(read_init_image(tmp_path / "half.png", 48, 24)))
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "init_image: 96x48 PNG (RGB), scaled and cropped to 48x24"
