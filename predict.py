@@ -10,9 +10,12 @@ split into adjacent string pieces would silently change the deployed schema;
 tests/test_predict_source.py refuses them, and ties the defaults to animate.settings.
 """
 
+import atexit
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path as LocalPath
 from typing import Iterator, Optional
@@ -55,6 +58,7 @@ class Predictor(BasePredictor):
         # One base per server process, so two servers on one machine never clean up
         # each other's files.
         self.output_base = LocalPath(tempfile.mkdtemp(prefix="animation-outputs-"))
+        remove_when_the_process_ends(self.output_base)
         print(f"Outputs go to {self.output_base}", flush=True)
         print(f"Setup took {time.perf_counter() - started:.1f} s", flush=True)
 
@@ -153,3 +157,42 @@ class Predictor(BasePredictor):
         for earlier in self.output_base.iterdir():
             shutil.rmtree(earlier, ignore_errors=True)
         return LocalPath(tempfile.mkdtemp(prefix="prediction-", dir=self.output_base))
+
+
+def remove_when_the_process_ends(directory: LocalPath) -> None:
+    """Remove directory when this process ends: at a normal exit, and on SIGTERM or SIGINT.
+
+    coglet ends its worker (the process that runs setup() and predict()) in one of two ways.
+    When only the server is stopped, it asks the worker to shut down, and the worker exits
+    normally, running atexit. When the whole process group is signalled (`kill -- -<pid>`,
+    Ctrl-C, script/cog_server.stop), the worker gets the signal itself, and Python's default
+    action ends it without atexit; so the handler removes the directory first and then
+    hands the signal on to what was there before, and the process ends as it would have.
+    """
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:  # never from a forked child
+            shutil.rmtree(directory, ignore_errors=True)
+
+    atexit.register(remove)
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set signal handlers (coglet runs setup() there)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if previous is signal.SIG_DFL or callable(previous):
+            signal.signal(signum, remove_then(remove, previous))
+
+
+def remove_then(remove, previous):
+    """A signal handler that calls remove(), then does what `previous` did with the signal."""
+
+    def handler(signum, frame):
+        remove()
+        if callable(previous):
+            previous(signum, frame)  # e.g. SIGINT's KeyboardInterrupt
+        else:  # the default action: end the process as the signal would have
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    return handler
