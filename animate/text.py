@@ -1,4 +1,4 @@
-"""Encode each prompt once with the CLIP text encoder (SPEC.md section 2, item 2)."""
+"""Encode each prompt once with the CLIP text encoder (docs/behaviour.md, "The walk")."""
 
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -17,7 +17,9 @@ def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
     ids = tokenizer(
         prompts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt"
     ).input_ids
-    full = tokenizer(prompts, padding=False, truncation=False).input_ids
+    # verbose=False: measuring a long prompt's length is not an error, and without it
+    # transformers warns of "indexing errors" beside the message below.
+    full = tokenizer(prompts, padding=False, truncation=False, verbose=False).input_ids
     for number, prompt_ids in enumerate(full, start=1):
         if len(prompt_ids) > limit:
             # Everything between the kept tokens and the closing end-of-text token is lost.

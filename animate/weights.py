@@ -8,6 +8,7 @@ Layout (the same for real and tiny weights):
 """
 
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -35,8 +36,25 @@ def go_offline() -> None:
             module.HF_HUB_OFFLINE = True
 
 
-# Before diffusers and transformers are imported below, so that they start offline.
+def quiet_torchvision_fallback() -> None:
+    """Drop transformers' notice that an image processor "requires torchvision" and falls
+    back to its PIL version.
+
+    Importing diffusers' pipelines (animate.tiny does, to write the weights layout) asks
+    transformers for CLIPImageProcessor and SiglipImageProcessor, which in transformers 5
+    are the torchvision versions; torchvision is not a dependency here, so transformers
+    hands out the PIL versions, the ones the safety check uses anyway (load_safety_checker),
+    and logs that notice on every run. Only that message is dropped, at the logger that
+    writes it.
+    """
+    logging.getLogger("transformers.utils.import_utils").addFilter(
+        lambda record: "requires torchvision (not installed)" not in record.getMessage()
+    )
+
+
+# Before diffusers and transformers are imported below, so that they start offline and quiet.
 go_offline()
+quiet_torchvision_fallback()
 
 import diffusers  # noqa: E402
 import torch  # noqa: E402
@@ -76,7 +94,7 @@ def describe(error: BaseException) -> str:
 
 @dataclass
 class Components:
-    """Everything the walk runs, loaded once per process (see DESIGN.md)."""
+    """Everything the walk runs, loaded once per process by setup() and shared by every prediction."""
 
     tokenizer: CLIPTokenizer
     text_encoder: CLIPTextModel

@@ -1,8 +1,9 @@
 import re
 
 import torch
+from transformers import CLIPTokenizer
 
-from animate.text import encode_prompts
+from animate.text import encode_prompts, tokenize
 
 
 def test_each_prompt_encoded_once_with_the_empty_prompt(components):
@@ -44,3 +45,14 @@ def test_cut_of_a_very_long_prompt_is_quoted_briefly(components, capsys):
     assert len(lines) == 1
     assert re.fullmatch(r"Prompt 1 is \d+ tokens long .* so its last \d+ tokens were cut, from: '[a-z ]+'\.\.\.", lines[0])
     assert len(lines[0]) < 150 + CUT_EXCERPT_CHARS
+
+
+def test_long_prompt_gives_only_the_projects_message(tiny_weights, capsys, caplog):
+    # A fresh tokenizer: transformers warns once per tokenizer, and the shared one may
+    # have been used with a long prompt by an earlier test. transformers logs through its
+    # own handler, which pytest's caplog sees.
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_weights / "stable-diffusion" / "tokenizer")
+    caplog.clear()
+    tokenize(tokenizer, ["x " * 100])
+    assert "Prompt 1 is 102 tokens long" in capsys.readouterr().out
+    assert not [record.getMessage() for record in caplog.records if "sequence length" in record.getMessage()]

@@ -1,11 +1,14 @@
 import hashlib
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from animate.tiny import tiny_tokenizer_vocab, write_tiny_weights
 from animate.weights import Components, WeightsError, load_components
+from tests.conftest import REPO_ROOT
 
 
 def digests(directory):
@@ -193,3 +196,23 @@ def test_unet_and_vae_use_scaled_dot_product_attention_and_the_vae_channels_last
         assert all(isinstance(p, AttnProcessor2_0) for p in model.attn_processors.values())
     conv_weights = [m.weight for m in components.vae.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights)
+
+
+def test_loading_and_building_weights_print_no_torchvision_notice(tiny_weights, tmp_path, make_safety_checker):
+    """In a fresh process, since transformers gives each notice once per process: import
+    animate.tiny (which imports diffusers' pipelines) and load weights with a safety checker."""
+    weights = shutil.copytree(tiny_weights, tmp_path / "weights")
+    checker, processor = make_safety_checker(2.0)
+    checker.save_pretrained(weights / "stable-diffusion" / "safety_checker")
+    processor.save_pretrained(weights / "stable-diffusion" / "feature_extractor")
+    script = (
+        "import sys, torch; import animate.tiny; from animate.weights import load_components; "
+        "components = load_components(sys.argv[1], 'cpu', torch.float32); "
+        "print(type(components.feature_extractor).__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(weights)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "CLIPImageProcessorPil"
+    assert "torchvision" not in result.stdout + result.stderr
