@@ -1,6 +1,7 @@
 """Tiny random-weight models in the real weights layout, for tests and the demo.
 
-`python -m animate.tiny OUT_DIR` writes, in seconds and the same bytes every time:
+`python -m animate.tiny [OUT_DIR]` (OUT_DIR: weights/tiny unless given) writes, in seconds
+and the same bytes every time:
 
     OUT_DIR/stable-diffusion/   diffusers layout of a tiny Stable Diffusion (UNet, VAE with
                                 the real 8x downsampling and 4 latent channels, CLIP text
@@ -11,6 +12,7 @@ They load through animate.load_components exactly like the real weights. There i
 safety checker: real weights bring their own.
 """
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -188,10 +190,15 @@ def write_tiny_weights(out_dir: str | Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m animate.tiny OUT_DIR", file=sys.stderr)
-        return 2
-    out_dir = write_tiny_weights(argv[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m animate.tiny", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "out_dir", nargs="?", default="weights/tiny", metavar="OUT_DIR",
+        help="folder to write the tiny weights into (default: weights/tiny)",
+    )
+    arguments = parser.parse_args(argv)
+    out_dir = write_tiny_weights(arguments.out_dir)
     print(f"Wrote tiny weights to {out_dir}", flush=True)
     return 0
 

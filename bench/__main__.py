@@ -7,6 +7,7 @@ import time
 
 import torch
 
+import bench.presets
 from bench.presets import PRESETS, Preset, build_components
 from bench.report import (
     comparison_record,
@@ -23,9 +24,36 @@ from bench.runner import run_comparison, run_pipeline_only
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def preset_descriptions() -> dict[str, str]:
+    """{preset name: one line saying what it runs}, from the table in bench/presets.py's
+    docstring, the one place the presets are described (a name at the start of a line,
+    its description after it and on the indented lines below)."""
+    table = bench.presets.__doc__.split("\n\n", 1)[1]
+    descriptions = {}
+    for line in table.splitlines():
+        if line[:1].strip():
+            name, _, text = line.partition(" ")
+            descriptions[name] = text.strip()
+        elif line.strip():
+            descriptions[name] += " " + line.strip()
+    return descriptions
+
+
+def presets_help() -> str:
+    """The presets, one line each, for the end of --help."""
+    descriptions = preset_descriptions()
+    width = max(map(len, descriptions))
+    return "presets:\n" + "\n".join(f"  {name:<{width}}  {text}" for name, text in descriptions.items())
+
+
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--preset", choices=sorted(PRESETS), required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        epilog=presets_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), required=True, help="which benchmark to run (below)")
     parser.add_argument("--steps", type=int, help="num_inference_steps instead of the preset's (frame counts stay)")
     parser.add_argument(
         "--keyframes", type=int, help="num_animation_frames instead of the preset's (to see memory against frame count)"

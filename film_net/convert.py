@@ -1,7 +1,5 @@
-"""Converts the official film_net SavedModel (e.g. the released Style model) to a film_net
-safetensors file:
-
-    python -m film_net.convert SAVED_MODEL_DIR OUT.safetensors
+"""Convert the official film_net SavedModel (e.g. the released Style model) to a film_net
+safetensors file, the form film_net.load reads.
 
 The weights are read with TensorFlow's checkpoint reader from
 SAVED_MODEL_DIR/variables/variables.*. Their checkpoint keys are object-graph paths
@@ -68,17 +66,23 @@ def saved_variable_name(saved_graph, path: tuple[str, ...]) -> str | None:
 
 def read_official_variables(saved_model_dir: Path) -> dict[str, np.ndarray]:
     """Official variable name -> array (TensorFlow layout) from the SavedModel's checkpoint."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf  # only the conversion needs TensorFlow
-    from tensorflow.core.protobuf import saved_model_pb2, trackable_object_graph_pb2
-
+    # The files are checked before TensorFlow is imported, which takes seconds.
     prefix = saved_model_dir / "variables" / "variables"
     graph_file = saved_model_dir / "saved_model.pb"
+    if not saved_model_dir.is_dir():
+        raise ConversionError(
+            f"{saved_model_dir} does not exist: give the folder of the official SavedModel "
+            "(the one that holds saved_model.pb and variables/)."
+        )
     if not Path(str(prefix) + ".index").is_file() or not graph_file.is_file():
         raise ConversionError(
             f"{saved_model_dir} is not a complete SavedModel folder (it needs saved_model.pb and "
             "variables/variables.*): download the whole folder of the official model."
         )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf  # only the conversion needs TensorFlow
+    from tensorflow.core.protobuf import saved_model_pb2, trackable_object_graph_pb2
+
     reader = tf.train.load_checkpoint(str(prefix))
     checkpoint_graph = trackable_object_graph_pb2.TrackableObjectGraph()
     checkpoint_graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
@@ -115,9 +119,15 @@ def convert(saved_model_dir: str | os.PathLike, output: str | os.PathLike) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m film_net.convert", description=__doc__.split("\n\n")[0])
-    parser.add_argument("saved_model_dir", help="folder of the official SavedModel (saved_model.pb, variables/)")
-    parser.add_argument("output", help="safetensors file to write, e.g. weights/film_net/film_net_style.safetensors")
+    parser = argparse.ArgumentParser(
+        prog="python -m film_net.convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "saved_model_dir", metavar="SAVED_MODEL_DIR", help="folder of the official SavedModel (saved_model.pb, variables/)"
+    )
+    parser.add_argument(
+        "output", metavar="OUTPUT", help="safetensors file to write, e.g. weights/film_net/film_net_style.safetensors"
+    )
     args = parser.parse_args(argv)
     try:
         convert(args.saved_model_dir, args.output)

@@ -1,5 +1,7 @@
 """Run this project's real Cog server (coglet) on 127.0.0.1: start it, wait for READY, talk
-to it, stop it. Used by script/demo and tests/server; standard library only.
+to it, stop it. Used by script/demo, script/soak and tests/server; standard library only.
+It also holds what every script under script/ shares: REPO_ROOT, and
+run_with_project_python for scripts started with a Python that lacks what they need.
 
 Facts about cog 0.23's server this relies on: it is started as `python -m cog.server.http`
 from the project root with COG_PREDICT_TYPE_STUB naming the predictor; its worker is
@@ -8,6 +10,7 @@ its own process group, because killing only the parent leaves the worker behind.
 """
 
 import base64
+import importlib.util
 import json
 import os
 import signal
@@ -21,6 +24,27 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREDICTOR = "predict.py:Predictor"
+# The virtualenv the Makefile makes (VENV in the Makefile).
+PROJECT_VENV = REPO_ROOT / ".venv"
+
+
+def run_with_project_python(modules: tuple[str, ...], how_to_install: str) -> None:
+    """Make sure the running script has the modules it needs, else run it again under the
+    project's virtualenv, else exit with one sentence.
+
+    A script run as `script/NAME` starts with the first python3 on PATH (its #! line),
+    which usually lacks the project's packages; when one of `modules` cannot be found and
+    .venv exists, the script is started again, with the same arguments, by .venv/bin/python.
+    `how_to_install` ends the sentence when that cannot help (e.g. "run `make schema`").
+    """
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if not missing:
+        return
+    venv_python = PROJECT_VENV / "bin" / "python"
+    in_project_venv = Path(sys.prefix).resolve() == PROJECT_VENV.resolve()
+    if venv_python.exists() and not in_project_venv:
+        os.execv(venv_python, [str(venv_python), sys.argv[0], *sys.argv[1:]])
+    raise SystemExit(f"{sys.executable} lacks {', '.join(missing)}: {how_to_install}.")
 
 
 class ServerError(RuntimeError):
