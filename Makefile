@@ -1,5 +1,6 @@
-# The commands a newcomer types. `make demo` shows a real animation from the real Cog server;
-# `make test` runs the test suite. Both create the virtualenv .venv/ on first use.
+# The commands a newcomer types. `make` alone lists them (`make help`); `make demo` shows a
+# real animation from the real Cog server; `make test` runs the test suite. Both create the
+# virtualenv .venv/ on first use.
 
 PYTHON ?= python3
 VENV := .venv
@@ -23,7 +24,12 @@ DEMO_WEIGHTS_TARGET :=
 endif
 DEMO_OVERRIDES ?=
 
-.PHONY: demo test weights real-weights schema bench soak clean
+.PHONY: help demo test weights real-weights schema bench soak clean
+.DEFAULT_GOAL := help
+
+## help: list these targets (what a bare `make` does)
+help:
+	@awk '/^## [a-z-]+: / { name = $$2; sub(/^## [a-z-]+: /, ""); printf "  make %-13s %s\n", substr(name, 1, length(name) - 1), $$0 }' $(firstword $(MAKEFILE_LIST))
 
 ## demo: build tiny weights if there are no real ones, start the Cog server, run the example request, print the files in outputs/
 demo: $(RUNTIME_STAMP) $(DEMO_WEIGHTS_TARGET) schema
@@ -55,9 +61,9 @@ bench: $(RUNTIME_STAMP)
 soak: $(RUNTIME_STAMP) weights schema
 	$(PY) script/soak --weights $(abspath $(TINY_WEIGHTS))
 
-## clean: remove generated files (outputs, schema, tiny weights, caches); keeps .venv and real weights
+## clean: remove generated files (outputs, schema, tiny weights, benchmark results, caches); keeps .venv and real weights
 clean:
-	rm -rf outputs .cog $(TINY_WEIGHTS) .pytest_cache
+	rm -rf outputs .cog $(TINY_WEIGHTS) bench/results .pytest_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 $(VENV)/bin/python:
