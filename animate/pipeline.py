@@ -21,9 +21,12 @@ from animate.diffusion import (
     shared_denoise,
     uses_guidance,
 )
-from animate.encode import encode_gif, encode_mp4, gif_encoder_count
-from animate.frames import encode_in_background, ping_pong, to_uint8, write_png
+from animate.encoder_thread import encode_in_background
+from animate.files import write_png
+from animate.frames import ping_pong, to_uint8
+from animate.gif import encode_gif, gif_encoder_count
 from animate.inbetween import film_frames, latent_frames
+from animate.mp4 import encode_mp4
 from animate.plan import KeyframePlan
 from animate.safety import check_keyframes
 from animate.settings import Settings

@@ -22,7 +22,8 @@ from diffusers.models.attention_processor import AttnProcessor
 
 from animate import Settings, slerp
 from animate.diffusion import initial_noise, shared_step_count
-from animate.encode import encode_gif, encode_mp4
+from animate.gif import encode_gif
+from animate.mp4 import encode_mp4
 from animate.frames import to_uint8
 from animate.pipeline import plan_for
 from animate.weights import Components, place_unet, place_vae

@@ -23,6 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from film_net.files import write_atomically
 from film_net.interpolator import FilmNet
 from film_net.options import FilmOptions
 
@@ -127,14 +128,13 @@ def model_from_state_dict(state_dict: dict[str, torch.Tensor], options: FilmOpti
 
 
 def save(model: FilmNet, path: str | os.PathLike) -> None:
-    """Writes the model's weights and options to a safetensors file, atomically (under a
-    temporary name first, so a reader never sees half a file)."""
+    """Writes the model's weights and options to a safetensors file, atomically (see
+    write_atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    temporary = path.with_name(path.name + ".partial")
-    save_file(tensors, str(temporary), metadata={OPTIONS_METADATA_KEY: model.options.to_json()})
-    os.replace(temporary, path)
+    metadata = {OPTIONS_METADATA_KEY: model.options.to_json()}
+    write_atomically(path, lambda partial: save_file(tensors, str(partial), metadata=metadata))
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> FilmNet:

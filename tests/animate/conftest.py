@@ -1,5 +1,7 @@
 """Tiny weights, built once per test session by the same command the demo uses."""
 
+import subprocess
+
 import pytest
 import torch
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
@@ -60,3 +62,17 @@ def tiny_safety_checker(threshold: float) -> tuple[StableDiffusionSafetyChecker,
 def make_safety_checker():
     """tiny_safety_checker(threshold): flags nothing at 2.0, everything at -2.0."""
     return tiny_safety_checker
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """Every process the encoders start, in order, recorded as it starts."""
+    processes = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        processes.append(real_popen(*args, **kwargs))
+        return processes[-1]
+
+    monkeypatch.setattr("animate.ffmpeg.subprocess.Popen", recording_popen)
+    return processes
