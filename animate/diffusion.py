@@ -1,17 +1,18 @@
 """The diffusion part of the walk: noise, shared start, batched keyframes, VAE decode.
 
-SPEC.md section 2, items 3-5. The denoising loop follows diffusers' StableDiffusionPipeline
-step for step (scale_model_input, one UNet call for both guidance halves, scheduler.step),
-so one keyframe equals what that pipeline gives for the same inputs.
+See docs/behaviour.md, "The walk". The denoising loop follows diffusers'
+StableDiffusionPipeline step for step (scale_model_input, one UNet call for both guidance
+halves, scheduler.step), so one keyframe equals what that pipeline gives for the same inputs.
 """
 
 import copy
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from animate.progress import Progress
 
 LATENT_CHANNELS = 4
 VAE_SCALE = 8  # the VAE turns an (H, W) image into (H/8, W/8) latents
@@ -29,8 +30,6 @@ UNET_BYTES_PER_LATENT_PIXEL = 64 * 1024  # per UNet sample (one guidance half)
 VAE_BYTES_PER_IMAGE_PIXEL = 1536  # per decoded image
 MAX_KEYFRAME_BATCH = 16
 MAX_DECODE_BATCH = 8
-
-CancelCheck = Callable[[], None] | None
 
 
 def initial_noise(seed: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -124,6 +123,19 @@ def guided_noise(
     return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
 
 
+def steps_done(scheduler: SchedulerMixin, calls: int) -> int:
+    """Denoising steps done, out of the user's num_inference_steps T, once `scheduler` has
+    made `calls` of the len(scheduler.timesteps) calls of its schedule.
+
+    A scheduler may make more calls than steps: PNDM (SD 1.5's) makes T + 1, as its PLMS
+    warm-up runs the first step twice (the second call, on a repeated timestep, corrects
+    the first). Steps are counted in proportion, rounded down: with PNDM the first call
+    leaves 0 steps done and each later call one more, the last T; with one call per step
+    (DDIM) calls are steps. diffusers' progress bar counts the same.
+    """
+    return calls * scheduler.num_inference_steps // len(scheduler.timesteps)
+
+
 def denoise(
     unet: UNet2DConditionModel,
     scheduler: SchedulerMixin,
@@ -132,33 +144,35 @@ def denoise(
     cond: torch.Tensor,
     uncond: torch.Tensor,
     guidance_scale: float,
-    label: str,
-    step_offset: int,
-    total_steps: int,
-    cancel_check: CancelCheck = None,
+    progress: Progress,
+    stage: str,
+    calls_done: int,
+    detail: str = "",
     first_uncond_noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run `scheduler` over `timesteps` from latents (B, 4, h, w); returns the new latents.
 
-    first_uncond_noise (1, 4, h, w), when given, is the unconditional half of the first
-    step, already known (see guided_noise). Prints "<label>: step i/total" per step; calls
-    cancel_check before each step.
+    `timesteps` are the scheduler's own, after the `calls_done` calls it has made. Reports
+    progress.step(stage, steps done, T, detail) before the first step and after each, so
+    before every step, and the last reads T/T (see steps_done). first_uncond_noise
+    (1, 4, h, w), when given, is the unconditional half of the first step, already known
+    (see guided_noise).
     """
+    total = scheduler.num_inference_steps
+    progress.step(stage, steps_done(scheduler, calls_done), total, detail)
     for index, timestep in enumerate(timesteps):
-        if cancel_check is not None:
-            cancel_check()
         known_uncond_noise = first_uncond_noise if index == 0 else None
         noise = guided_noise(unet, scheduler, latents, timestep, cond, uncond, guidance_scale, known_uncond_noise)
         latents = scheduler.step(noise, timestep, latents, return_dict=False)[0]
-        print(f"{label}: step {step_offset + index + 1}/{total_steps}", flush=True)
+        progress.step(stage, steps_done(scheduler, calls_done + index + 1), total, detail)
     return latents
 
 
 def shared_step_count(num_inference_steps: int, prompt_strength: float) -> int:
     """n_shared = int(T * (1 - prompt_strength)) steps run once for all keyframes.
 
-    Literally SPEC's (and the hosted model's) formula, float rounding included:
-    int(50 * (1 - 0.8)) is 9, not 10.
+    Literally the hosted model's formula, float rounding included: int(50 * (1 - 0.8)) is
+    9, not 10. It counts the scheduler's timesteps (see shared_denoise).
     """
     return int(num_inference_steps * (1 - prompt_strength))
 
@@ -172,24 +186,44 @@ def shared_denoise(
     middle_embedding: torch.Tensor,
     uncond: torch.Tensor,
     guidance_scale: float,
-    cancel_check: CancelCheck = None,
+    progress: Progress,
 ) -> tuple[torch.Tensor, SchedulerMixin, torch.Tensor]:
-    """The shared start: set the scheduler up and run its first n_shared steps once.
+    """The shared start: set the scheduler up and run its first n_shared timesteps once,
+    as stage "shared_denoise" of `progress`.
 
     noise: x_T (1, 4, h, w); middle_embedding (1, L, D) at walk position 0.5.
     Returns (latent (1, 4, h, w), the scheduler in its state after those steps, the
     timesteps still to run). `scheduler` itself is not changed.
     """
-    scheduler = copy.deepcopy(scheduler)
-    scheduler.set_timesteps(num_inference_steps, device=noise.device)
-    timesteps = scheduler.timesteps
-    n_shared = shared_step_count(num_inference_steps, prompt_strength)
-    latents = noise * scheduler.init_noise_sigma
-    latents = denoise(
-        unet, scheduler, latents, timesteps[:n_shared], middle_embedding, uncond,
-        guidance_scale, "shared start", 0, len(timesteps), cancel_check,
-    )
+    with progress.stage("shared_denoise"):
+        scheduler = copy.deepcopy(scheduler)
+        scheduler.set_timesteps(num_inference_steps, device=noise.device)
+        timesteps = scheduler.timesteps
+        n_shared = shared_step_count(num_inference_steps, prompt_strength)
+        latents = noise * scheduler.init_noise_sigma
+        latents = denoise(
+            unet, scheduler, latents, timesteps[:n_shared], middle_embedding, uncond,
+            guidance_scale, progress, "shared_denoise", 0,
+        )
     return latents, scheduler, timesteps[n_shared:]
+
+
+def shared_uncond_noise(
+    unet: UNet2DConditionModel,
+    scheduler: SchedulerMixin,
+    shared_latent: torch.Tensor,
+    remaining_timesteps: torch.Tensor,
+    uncond: torch.Tensor,
+    guidance_scale: float,
+    count: int,
+) -> torch.Tensor | None:
+    """The unconditional half (1, 4, h, w) of the first keyframe step, the same for all
+    `count` keyframes (see denoise_keyframes); None where it is not needed or saves nothing:
+    without guidance, without steps left, or with one keyframe."""
+    if count < 2 or len(remaining_timesteps) == 0 or not uses_guidance(guidance_scale):
+        return None
+    # On a copy: some schedulers count their steps in scale_model_input.
+    return predicted_noise(unet, copy.deepcopy(scheduler), shared_latent, remaining_timesteps[0], uncond)
 
 
 def denoise_keyframes(
@@ -201,9 +235,10 @@ def denoise_keyframes(
     uncond: torch.Tensor,
     guidance_scale: float,
     batch_size: int,
-    cancel_check: CancelCheck = None,
+    progress: Progress,
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Finish every keyframe from the shared latent, `batch_size` keyframes per UNet call.
+    """Finish every keyframe from the shared latent, `batch_size` keyframes per UNet call,
+    each batch as an entry of stage "keyframe_denoise" of `progress`.
 
     shared_latent (1, 4, h, w); keyframe_embeddings (K, L, D); `scheduler` is in its state
     after the shared steps and is deep-copied per batch, so each batch (and each keyframe
@@ -216,25 +251,22 @@ def denoise_keyframes(
     conditional half (K - 1 UNet samples fewer; the same keyframes).
     """
     count = keyframe_embeddings.shape[0]
-    total_steps = len(scheduler.timesteps)
-    done_steps = total_steps - len(remaining_timesteps)
+    calls_done = len(scheduler.timesteps) - len(remaining_timesteps)
     first_uncond_noise = None
-    if count > 1 and len(remaining_timesteps) > 0 and uses_guidance(guidance_scale):
-        # On a copy: some schedulers count their steps in scale_model_input.
-        first_uncond_noise = predicted_noise(
-            unet, copy.deepcopy(scheduler), shared_latent, remaining_timesteps[0], uncond
-        )
     for start in range(0, count, batch_size):
         stop = min(start + batch_size, count)
-        batch_scheduler = copy.deepcopy(scheduler)
-        latents = shared_latent.expand(stop - start, -1, -1, -1).clone()
-        started = time.perf_counter()
-        latents = denoise(
-            unet, batch_scheduler, latents, remaining_timesteps, keyframe_embeddings[start:stop],
-            uncond, guidance_scale, f"keyframes {start + 1}-{stop} of {count}", done_steps,
-            total_steps, cancel_check, first_uncond_noise,
-        )
-        print(f"keyframes {start + 1}-{stop}: {time.perf_counter() - started:.2f}s", flush=True)
+        which = f"keyframes {start + 1}-{stop} of {count}"
+        with progress.stage("keyframe_denoise", which):
+            if start == 0:
+                first_uncond_noise = shared_uncond_noise(
+                    unet, scheduler, shared_latent, remaining_timesteps, uncond, guidance_scale, count
+                )
+            batch_scheduler = copy.deepcopy(scheduler)
+            latents = shared_latent.expand(stop - start, -1, -1, -1).clone()
+            latents = denoise(
+                unet, batch_scheduler, latents, remaining_timesteps, keyframe_embeddings[start:stop],
+                uncond, guidance_scale, progress, "keyframe_denoise", calls_done, which, first_uncond_noise,
+            )
         yield start, latents
 
 

@@ -1,4 +1,4 @@
-"""In-between frames (SPEC.md section 2, item 6): slerped latents, or FILM.
+"""In-between frames (docs/behaviour.md, "In-between frames"): slerped latents, or FILM.
 
 Both paths yield the F = (K-1)S + 1 frames of the animation in order, one (3, H, W) tensor
 in [0, 1] at a time: for each gap the left keyframe then S-1 in-betweens at j/S, and
@@ -13,6 +13,7 @@ from diffusers import AutoencoderKL
 import film_net
 from film_net.recursive import bisection_depth
 from animate.diffusion import batch_size_for, decode_latents
+from animate.progress import Progress
 from animate.slerp import slerp
 
 # FILM pairs per call on CPU: one, because batches run slower there, not faster (per pair,
@@ -72,17 +73,30 @@ def latent_frames(
     yield keyframe_images[-1]
 
 
-def film_frames(film: film_net.FilmNet, keyframe_images: torch.Tensor, steps: int) -> Iterator[torch.Tensor]:
+def film_frames(
+    film: film_net.FilmNet, keyframe_images: torch.Tensor, steps: int, progress: Progress
+) -> Iterator[torch.Tensor]:
     """All frames, with in-betweens from FILM (film_interpolation=true).
 
     keyframe_images (K, 3, H, W) in [0, 1]; they are given to FILM in its own dtype.
+    Before each FILM call, progress.step("inbetweens", frames made, all frames, "FILM"):
+    a place to stop, since one frame can take several calls.
     """
     if steps == 1:
         yield from keyframe_images  # no in-betweens to make
         return
     parameter = next(film.parameters())
     keyframes = keyframe_images.to(parameter.device, parameter.dtype)
-    yield from film_net.interpolate(film, keyframes, steps, max_batch=film_batch_size(keyframes, steps))
+    total = (keyframes.shape[0] - 1) * steps + 1
+    made = 0
+
+    def before_call() -> None:
+        progress.step("inbetweens", made, total, "FILM")
+
+    batch = film_batch_size(keyframes, steps)
+    for frame in film_net.interpolate(film, keyframes, steps, max_batch=batch, before_call=before_call):
+        made += 1
+        yield frame
 
 
 def film_batch_size(keyframes: torch.Tensor, steps: int) -> int:

@@ -1,12 +1,11 @@
-"""The whole walk of SPEC.md section 2, one named stage after another.
+"""The whole walk (docs/behaviour.md, "The walk"), one named stage after another.
 
 prompts -> text embeddings -> keyframe embeddings -> shared start -> keyframe batches
 (denoise, decode, safety check, [keyframe PNGs]) -> in-betweens -> [ping-pong] -> encoder
--> the animation file, yielded last.
+-> the animation file, yielded last. Each stage reports to one Progress (animate.progress).
 """
 
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from animate.gif import encode_gif, gif_encoder_count
 from animate.inbetween import film_frames, latent_frames
 from animate.mp4 import encode_mp4
 from animate.plan import KeyframePlan
+from animate.progress import Progress
 from animate.safety import check_keyframes
 from animate.settings import Settings
 from animate.slerp import slerp
@@ -36,12 +36,6 @@ from animate.weights import Components
 
 # Frames per device-to-host copy; a few frames, so host memory stays small at 1024x768.
 HOST_CHUNK = 8
-
-CancelCheck = Callable[[], None] | None
-
-
-def log_time(stage: str, seconds: float) -> None:
-    print(f"{stage} took {seconds:.2f}s", flush=True)
 
 
 def plan_for(settings: Settings) -> KeyframePlan:
@@ -77,28 +71,29 @@ def render_keyframes(
     embeddings: torch.Tensor,
     middle: torch.Tensor,
     uncond: torch.Tensor,
-    cancel_check: CancelCheck,
+    progress: Progress,
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """Shared start, then keyframe batches. Yields (first index, latents (B, 4, h, w),
-    images (B, 3, H, W) in [0, 1]) per batch, each decoded and safety-checked."""
-    started = time.perf_counter()
+    images (B, 3, H, W) in [0, 1]) per batch, each decoded and safety-checked, and tells
+    `progress` of it first."""
     noise = initial_noise(settings.seed, settings.height, settings.width, components.device, components.dtype)
     shared, scheduler, remaining = shared_denoise(
         components.unet, components.scheduler, noise, settings.num_inference_steps,
-        settings.prompt_strength, middle, uncond, settings.guidance_scale, cancel_check,
+        settings.prompt_strength, middle, uncond, settings.guidance_scale, progress,
     )
-    log_time("shared start", time.perf_counter() - started)
     batch_size = keyframe_batch_size(components.device, shared, uses_guidance(settings.guidance_scale))
-    print(f"Denoising {plan.num_keyframes} keyframes, {batch_size} per batch", flush=True)
+    progress.log("keyframes", f"{plan.num_keyframes} keyframes, {batch_size} per batch")
     batches = denoise_keyframes(
         components.unet, scheduler, shared, remaining, embeddings, uncond,
-        settings.guidance_scale, batch_size, cancel_check,
+        settings.guidance_scale, batch_size, progress,
     )
     for start, latents in batches:
-        images = decode_latents(components.vae, latents)
+        with progress.stage("decode", f"keyframes {start + 1}-{start + latents.shape[0]} of {plan.num_keyframes}"):
+            images = decode_latents(components.vae, latents)
         check_keyframes(
             components.safety_checker, components.feature_extractor, images, start, plan.num_keyframes
         )
+        progress.keyframes_decoded(start, latents, images, plan.num_keyframes)
         yield start, latents, images
 
 
@@ -107,36 +102,35 @@ def animation_frames(
     settings: Settings,
     keyframe_latents: torch.Tensor,
     keyframe_images: torch.Tensor,
+    progress: Progress,
 ) -> Iterator[torch.Tensor]:
     """The F frames (3, H, W) in order, with FILM or with slerped latents."""
     steps = settings.num_interpolation_steps
     if settings.film_interpolation:
-        return film_frames(components.film, keyframe_images, steps)
+        return film_frames(components.film, keyframe_images, steps, progress)
     batch_size = decode_batch_size(components.device, keyframe_latents)
     return latent_frames(components.vae, keyframe_latents, keyframe_images, steps, batch_size)
 
 
-def host_frames(frames: Iterable[torch.Tensor], total: int, timer: list[float]) -> Iterator[np.ndarray]:
-    """uint8 (H, W, 3) frames on the host, logging progress; adds the time spent making
-    them (not encoding them) to timer[0].
+def host_frames(frames: Iterable[torch.Tensor], total: int, progress: Progress, method: str) -> Iterator[np.ndarray]:
+    """The `total` frames as uint8 (H, W, 3) on the host. Making them is stage "inbetweens"
+    of `progress`, reported after each frame; handing them on (to the encoder) is not.
 
     Frames are converted to uint8 on their device HOST_CHUNK at a time and copied to the
     host in one transfer per chunk: on CUDA each copy waits for the GPU, so one wait per
     chunk instead of one per frame keeps it busy.
     """
-    every = max(1, total // 10)
     iterator = iter(frames)
-    number = 0
-    while number < total:
-        started = time.perf_counter()
-        chunk = [next(iterator) for _ in range(min(HOST_CHUNK, total - number))]
-        pictures = to_uint8(torch.stack(chunk))
-        timer[0] += time.perf_counter() - started
-        for picture in pictures:
-            number += 1
-            if number % every == 0 or number == total:
-                print(f"frames interpolated: {number}/{total}", flush=True)
-            yield picture
+    done = 0
+    while done < total:
+        with progress.stage("inbetweens"):
+            chunk = []
+            for _ in range(min(HOST_CHUNK, total - done)):
+                chunk.append(next(iterator))
+                progress.step("inbetweens", done + len(chunk), total, method)
+            pictures = to_uint8(torch.stack(chunk))
+        done += len(chunk)
+        yield from pictures
 
 
 def gif_encoders(device: torch.device) -> int:
@@ -165,32 +159,32 @@ def encode_animation(
 
 @torch.inference_mode()
 def animate(
-    components: Components, settings: Settings, output_dir: str | Path, cancel_check: CancelCheck = None
+    components: Components, settings: Settings, output_dir: str | Path, progress: Progress | None = None
 ) -> Iterator[Path]:
     """Run the walk; yield keyframe-NNN.png files (with intermediate_output) as each batch of
     keyframes is ready, then animation.gif / animation.mp4 last.
 
-    cancel_check, when given, is called before every denoising step and may raise.
+    `progress` hears of every stage, denoising step, frame and keyframe batch, and may raise
+    from its `step` to stop the walk (see animate.progress); by default a new Progress logs
+    them on stdout.
     """
+    progress = Progress() if progress is None else progress
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_for(settings)
-    print(
-        f"Walk over {len(settings.prompts)} prompts: {plan.num_keyframes} keyframes, "
-        f"{plan.num_frames} frames, {plan.num_output_frames} in the animation",
-        flush=True,
+    progress.log(
+        f"Walk over {len(settings.prompts)} prompts",
+        f"{plan.num_keyframes} keyframes, {plan.num_frames} frames, {plan.num_output_frames} in the animation",
     )
 
-    started = time.perf_counter()
-    prompt_embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, list(settings.prompts))
-    embeddings = keyframe_embeddings(plan, prompt_embeddings)
-    middle = walk_embedding(plan, prompt_embeddings, 0.5)
-    log_time("text encoding", time.perf_counter() - started)
+    with progress.stage("text"):
+        prompt_embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, list(settings.prompts))
+        embeddings = keyframe_embeddings(plan, prompt_embeddings)
+        middle = walk_embedding(plan, prompt_embeddings, 0.5)
 
-    started = time.perf_counter()
     latents, images = [], []
     for start, batch_latents, batch_images in render_keyframes(
-        components, settings, plan, embeddings, middle, uncond, cancel_check
+        components, settings, plan, embeddings, middle, uncond, progress
     ):
         latents.append(batch_latents)
         images.append(batch_images)
@@ -199,26 +193,24 @@ def animate(
                 yield write_png(picture, output_dir / f"keyframe-{start + offset:03d}.png")
     keyframe_latents, keyframe_images = torch.cat(latents), torch.cat(images)
     del latents, images  # the batches, now copied: at 1024x768, 50 keyframes are 470 MB in float32
-    log_time("keyframes (denoise, decode, safety check)", time.perf_counter() - started)
 
-    started = time.perf_counter()
-    frame_time = [0.0]
+    method = "FILM" if settings.film_interpolation else "latent slerp"
     frames = host_frames(
-        animation_frames(components, settings, keyframe_latents, keyframe_images), plan.num_frames, frame_time
+        animation_frames(components, settings, keyframe_latents, keyframe_images, progress),
+        plan.num_frames, progress, method,
     )
     if settings.ping_pong:
         frames = ping_pong(frames, output_dir)
     path = output_dir / f"animation.{settings.output_format}"
-    print(f"Encoding {path.name}: {plan.num_output_frames} frames at {settings.frames_per_second} fps", flush=True)
+    progress.log("encoding", f"{path.name}, {plan.num_output_frames} frames at {settings.frames_per_second} fps")
     keyframe_pictures = to_uint8(keyframe_images)
-    encode_in_background(
-        lambda queued: encode_animation(
-            settings, queued, keyframe_pictures, path, plan.num_output_frames, components.device
-        ),
-        frames,
-    )
-    total = time.perf_counter() - started
-    log_time(f"in-betweens ({'FILM' if settings.film_interpolation else 'latent slerp'})", frame_time[0])
-    # The encoder runs alongside: this is the time frames waited for it, not its whole time.
-    log_time("encoding", total - frame_time[0])
+    # The encoder runs in a thread alongside the making of the frames (stage "inbetweens",
+    # nested in this one): "encode" is the time it adds beyond them, not its whole time.
+    with progress.stage("encode"):
+        encode_in_background(
+            lambda queued: encode_animation(
+                settings, queued, keyframe_pictures, path, plan.num_output_frames, components.device
+            ),
+            frames,
+        )
     yield path

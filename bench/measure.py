@@ -1,4 +1,7 @@
-"""What the benchmark measures: stage times, UNet forward passes, peak host and GPU memory."""
+"""What the benchmark measures: stage times, UNet forward passes, peak host and GPU memory.
+
+The stages are the walk's, animate.progress.STAGES, in the order the table prints them.
+"""
 
 import re
 import resource
@@ -9,8 +12,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-# The stages of SPEC.md section 2, in the order the table prints them.
-STAGES = ("text", "shared_denoise", "keyframe_denoise", "decode", "inbetweens", "encode")
 # Where time or memory outside every stage is booked.
 OUTSIDE = "other"
 
@@ -38,10 +39,10 @@ def reset_peak_host_memory() -> None:
 class HostPeaks:
     """Peak resident memory (MiB) per stage, from VmHWM read and reset at every stage edge.
 
-    Each thread has its own stack of open stages (the pipeline encodes in a thread of its
-    own while the main thread makes frames). The peak since the last edge is booked to the
-    innermost open stage of every thread, since they all ran during it; with no stage open
-    anywhere it goes to OUTSIDE. The largest of them is the peak of the whole run.
+    Each thread has its own stack of open stages (the pipeline makes its frames inside its
+    "encode" stage, whose encoder runs in a thread alongside). The peak since the last edge
+    is booked to every open stage of every thread, since they all ran during it; with no
+    stage open anywhere it goes to OUTSIDE. The largest of them is the peak of the whole run.
     """
 
     by_stage: dict[str, float] = field(default_factory=dict)
@@ -54,7 +55,7 @@ class HostPeaks:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
-        running = [stack[-1] for stack in self.open_stages.values() if stack] or [OUTSIDE]
+        running = [stage for stack in self.open_stages.values() for stage in stack] or [OUTSIDE]
         peak = host_memory_kib("VmHWM") / 1024
         for stage in running:
             self.by_stage[stage] = max(self.by_stage.get(stage, 0.0), peak)

@@ -1,4 +1,4 @@
-"""The reference walk: SPEC.md section 2 done the way the hosted model did it.
+"""The reference walk (docs/behaviour.md, "The walk") done the way the hosted model did it.
 
 Everything runs one item at a time, in order: each prompt through the text encoder alone;
 the shared start and then each keyframe denoised at batch 1 with its own copy of the
@@ -16,15 +16,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers.models.attention_processor import AttnProcessor
 
 from animate import Settings, slerp
 from animate.diffusion import initial_noise, shared_step_count
+from animate.frames import to_uint8
 from animate.gif import encode_gif
 from animate.mp4 import encode_mp4
-from animate.frames import to_uint8
 from animate.pipeline import plan_for
 from animate.weights import Components, place_unet, place_vae
 from bench.measure import StageClock
@@ -155,7 +154,7 @@ def latent_inbetweens(components: Components, left: torch.Tensor, right: torch.T
 
 @torch.inference_mode()
 def run_reference(components: Components, settings: Settings, output_dir: Path, clock: StageClock) -> ReferenceOutput:
-    """The whole walk, sequentially; each stage timed under the names of measure.STAGES."""
+    """The whole walk, sequentially; each stage timed under the names of animate.progress.STAGES."""
     plan = plan_for(settings)
     guidance = settings.guidance_scale
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from animate import Settings
-from bench.measure import OUTSIDE, STAGES
+from animate.progress import STAGES
+from bench.measure import OUTSIDE
 from bench.runner import Agreement, SideResult
 
 RESULTS_DIR = Path(__file__).parent / "results"

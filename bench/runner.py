@@ -2,7 +2,8 @@
 
 Each side runs under the same measurements (stage clock, UNet forward counter, peak host
 and GPU memory); then their keyframes are compared, so a speed-up that changed the
-pictures does not pass for one.
+pictures does not pass for one. The pipeline reports its stages and keyframes itself, to
+a BenchProgress.
 """
 
 import dataclasses
@@ -11,15 +12,16 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from animate import Components, Settings, animate
+from animate.progress import Progress
 from bench.measure import MemoryPeaks, StageClock, UNetCounter, measuring_memory, synchronize
-from bench.probe import probing
 from bench.reference import original_form, run_reference
 
 # Largest |reference - pipeline| allowed between decoded keyframes (values in [0, 1]).
@@ -77,16 +79,44 @@ def reference_side(components: Components, settings: Settings, output_dir: Path,
     return output.keyframe_latents, output.keyframes, output.animation
 
 
+class BenchProgress(Progress):
+    """The walk's progress, logged as usual and measured into `clock`: each stage's time,
+    with GPU work waited for at its edges (like StageClock.stage), and its peak host
+    memory. With keep_keyframes, each decoded keyframe batch is kept, float32 on the CPU."""
+
+    def __init__(self, clock: StageClock, keep_keyframes: bool):
+        super().__init__()
+        self.clock = clock
+        self.seconds = clock.seconds  # the stage times go straight into the clock
+        self.keep_keyframes = keep_keyframes
+        self.keyframe_latents: list[torch.Tensor] = []  # (B, 4, h, w) per batch
+        self.keyframes: list[torch.Tensor] = []  # (B, 3, H, W) per batch
+
+    def now(self) -> float:
+        synchronize(self.clock.device)
+        return super().now()
+
+    @contextmanager
+    def stage(self, name: str, detail: str = "") -> Iterator[None]:
+        with self.clock.memory_of(name), super().stage(name, detail):
+            yield
+
+    def keyframes_decoded(self, start: int, latents: torch.Tensor, images: torch.Tensor, total: int) -> None:
+        super().keyframes_decoded(start, latents, images, total)
+        if self.keep_keyframes:
+            self.keyframe_latents.append(latents.float().cpu())
+            self.keyframes.append(images.float().cpu())
+
+
 def pipeline_side(components: Components, settings: Settings, output_dir: Path, clock: StageClock):
-    with probing(clock, keep_keyframes=True) as capture:
-        files = list(animate(components, settings, output_dir))
-    return torch.cat(capture.keyframe_latents), torch.cat(capture.keyframes), files[-1]
+    progress = BenchProgress(clock, keep_keyframes=True)
+    files = list(animate(components, settings, output_dir, progress=progress))
+    return torch.cat(progress.keyframe_latents), torch.cat(progress.keyframes), files[-1]
 
 
 def pipeline_only_side(components: Components, settings: Settings, output_dir: Path, clock: StageClock):
     """The pipeline without keeping its keyframes, so the memory measured is its own."""
-    with probing(clock, keep_keyframes=False):
-        files = list(animate(components, settings, output_dir))
+    files = list(animate(components, settings, output_dir, progress=BenchProgress(clock, keep_keyframes=False)))
     return None, None, files[-1]
 
 

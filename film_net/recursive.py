@@ -1,4 +1,4 @@
-"""In-between frames by recursive FILM midpoints (SPEC.md section 2.6).
+"""In-between frames by recursive FILM midpoints (docs/behaviour.md, "In-between frames").
 
 FILM was trained for the midpoint only, so more frames come from bisection: the midpoint
 of a gap, then the midpoints of both halves, and so on to depth d = ceil(log2 S). That
@@ -23,7 +23,11 @@ def bisection_depth(steps: int) -> int:
 
 
 def interpolate(
-    model: MidpointModel, keyframes: torch.Tensor, steps: int, max_batch: int = DEFAULT_MAX_BATCH
+    model: MidpointModel,
+    keyframes: torch.Tensor,
+    steps: int,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    before_call: Callable[[], None] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yields the (K - 1) * steps + 1 frames (3, H, W) of the animation through `keyframes`.
 
@@ -37,10 +41,13 @@ def interpolate(
     each frame's pyramids are computed once (same frames as calling it pair by pair, to
     float rounding). Frames stream out as soon as they are final, and what is held at once
     depends on the depth and `max_batch`, not on the number of keyframes or steps.
+
+    before_call, when given, is called before each model call (one frame may take several):
+    a caller can stop the work there by raising.
     """
     check_arguments(keyframes, steps, max_batch)
     depth = bisection_depth(steps)
-    film_frames = bisected_frames(model, keyframes, depth, max_batch)
+    film_frames = bisected_frames(model, keyframes, depth, max_batch, before_call)
     yield from frames_at_steps(film_frames, 1 << depth, steps)
 
 
@@ -78,7 +85,13 @@ def pair_model(model: MidpointModel):
 
 
 @torch.inference_mode()
-def bisected_frames(model: MidpointModel, keyframes: torch.Tensor, depth: int, max_batch: int) -> Iterator[torch.Tensor]:
+def bisected_frames(
+    model: MidpointModel,
+    keyframes: torch.Tensor,
+    depth: int,
+    max_batch: int,
+    before_call: Callable[[], None] | None = None,
+) -> Iterator[torch.Tensor]:
     """Yields, in time order, the FILM frames (3, H, W) of every gap at the times m / 2^depth,
     m = 0 .. 2^depth, the gap's end keyframe counted once: G * 2^depth + 1 frames for the G
     gaps between `keyframes` (G + 1, 3, H, W). Midpoints are clipped to [0, 1].
@@ -89,6 +102,7 @@ def bisected_frames(model: MidpointModel, keyframes: torch.Tensor, depth: int, m
     two units gives its two halves back to the front of the list. So frames become final
     from the left, are yielded and dropped at once, and only the frames and pyramids
     around the front of the list are held: at most (depth + 2) * max_batch + 1 frames' pyramids.
+    before_call, when given, is called before each model call (extractions and midpoints).
     """
     if depth == 0 or keyframes.shape[0] == 1:  # nothing to bisect
         yield from keyframes
@@ -102,6 +116,8 @@ def bisected_frames(model: MidpointModel, keyframes: torch.Tensor, depth: int, m
     pending = collections.deque((gap * span, (gap + 1) * span) for gap in range(keyframes.shape[0] - 1))
     next_time = 0  # the earliest frame not yielded yet
     while pending:
+        if before_call is not None:
+            before_call()
         batch = [pending.popleft() for _ in range(min(max_batch, len(pending)))]
         extract_missing(pairs_model, frames, extracted, batch, 2 * max_batch)
         midpoints = midpoint_batch(

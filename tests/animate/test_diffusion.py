@@ -2,7 +2,7 @@ import copy
 
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
 
 from animate import KeyframePlan
 from animate import diffusion
@@ -12,8 +12,10 @@ from animate.diffusion import (
     initial_noise,
     shared_denoise,
     shared_step_count,
+    steps_done,
 )
 from animate.pipeline import keyframe_embeddings, render_keyframes, walk_embedding
+from animate.progress import Progress
 from animate.settings import settings_from_inputs
 from animate.text import encode_prompts
 
@@ -48,7 +50,7 @@ def walk_latents(components, walk_settings):
     embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, list(walk_settings.prompts))
     batches = render_keyframes(
         components, walk_settings, plan, keyframe_embeddings(plan, embeddings),
-        walk_embedding(plan, embeddings, 0.5), uncond, None,
+        walk_embedding(plan, embeddings, 0.5), uncond, Progress(),
     )
     return torch.cat([latents for _, latents, _ in batches]), embeddings, uncond
 
@@ -93,14 +95,14 @@ def test_batched_keyframes_equal_keyframes_one_at_a_time(components, prompt_stre
     noise = initial_noise(7, SIZE, SIZE, torch.device("cpu"), torch.float32)
     shared, scheduler, remaining = shared_denoise(
         components.unet, components.scheduler, noise, STEPS, prompt_strength,
-        walk_embedding(plan, embeddings, 0.5), uncond, GUIDANCE,
+        walk_embedding(plan, embeddings, 0.5), uncond, GUIDANCE, Progress(),
     )
     assert len(scheduler.timesteps) - len(remaining) == shared_step_count(STEPS, prompt_strength)
     per_keyframe = keyframe_embeddings(plan, embeddings)
 
     def run(batch_size):
         batches = denoise_keyframes(
-            components.unet, scheduler, shared, remaining, per_keyframe, uncond, GUIDANCE, batch_size
+            components.unet, scheduler, shared, remaining, per_keyframe, uncond, GUIDANCE, batch_size, Progress()
         )
         return [(start, latents) for start, latents in batches]
 
@@ -126,13 +128,15 @@ def test_first_keyframe_step_runs_the_unconditional_half_once(components):
     noise = initial_noise(7, SIZE, SIZE, torch.device("cpu"), torch.float32)
     shared, scheduler, remaining = shared_denoise(
         components.unet, components.scheduler, noise, STEPS, 0.5, walk_embedding(plan, embeddings, 0.5),
-        uncond, GUIDANCE,
+        uncond, GUIDANCE, Progress(),
     )
     per_keyframe = keyframe_embeddings(plan, embeddings)
     samples = []
     hook = components.unet.register_forward_pre_hook(lambda module, args: samples.append(args[0].shape[0]))
     try:
-        batches = denoise_keyframes(components.unet, scheduler, shared, remaining, per_keyframe, uncond, GUIDANCE, 3)
+        batches = denoise_keyframes(
+            components.unet, scheduler, shared, remaining, per_keyframe, uncond, GUIDANCE, 3, Progress()
+        )
         latents = torch.cat([latents for _, latents in batches])
     finally:
         hook.remove()
@@ -145,7 +149,7 @@ def test_first_keyframe_step_runs_the_unconditional_half_once(components):
     for index, embedding in enumerate(per_keyframe):
         alone = diffusion.denoise(
             components.unet, copy.deepcopy(scheduler), shared.clone(), remaining, embedding[None], uncond,
-            GUIDANCE, "alone", 0, steps,
+            GUIDANCE, Progress(), "keyframe_denoise", len(scheduler.timesteps) - steps,
         )
         torch.testing.assert_close(latents[index : index + 1], alone, rtol=1e-4, atol=1e-4)
 
@@ -157,12 +161,69 @@ def test_shared_start_shares_the_image_more_at_lower_prompt_strength(components)
         return (latents[0] - latents[1]).abs().mean()
 
     assert spread(0.3) < spread(1.0)
-    # SPEC's int(T * (1 - prompt_strength)), float rounding included, as the hosted model:
+    # int(T * (1 - prompt_strength)), float rounding included, as the hosted model:
     # 1 - 0.8 is 0.19999999999999996, so the defaults share 9 of 50 steps, not 10.
     assert shared_step_count(50, 0.8) == 9
     assert shared_step_count(50, 0.5) == 25
     assert shared_step_count(50, 1.0) == 0
     assert shared_step_count(50, 0.0) == 50
+
+
+def test_steps_are_counted_in_the_users_steps(components):
+    pndm = PNDMScheduler.from_config(components.scheduler.config)  # SD 1.5's scheduler
+    pndm.set_timesteps(50)
+    assert len(pndm.timesteps) == 51  # PLMS's warm-up repeats the first step's timestep
+    counts = [steps_done(pndm, calls) for calls in range(52)]
+    assert counts[:3] == [0, 0, 1] and counts[-1] == 50
+    assert [later - earlier for earlier, later in zip(counts[1:], counts[2:])] == [1] * 50
+    # The defaults' 9 shared timesteps: the first step's two calls, then 7 more steps.
+    assert steps_done(pndm, shared_step_count(50, 0.8)) == 8
+    ddim = DDIMScheduler.from_config(components.scheduler.config)  # one call per step
+    ddim.set_timesteps(6)
+    assert [steps_done(ddim, calls) for calls in range(7)] == [0, 1, 2, 3, 4, 5, 6]
+
+
+class StepLog(Progress):
+    """Records the steps reported, instead of printing them."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def step(self, name, done, total, detail=""):
+        self.steps.append((name, done, total, detail))
+
+
+@torch.inference_mode()
+def test_each_denoising_step_is_reported_before_it_runs_and_the_last_reads_t_of_t(components):
+    plan = KeyframePlan(2, 3, 1)  # 3 keyframes
+    embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, ["a cat", "a dog"])
+    noise = initial_noise(7, SIZE, SIZE, torch.device("cpu"), torch.float32)
+    progress = StepLog()
+    calls = []
+    hook = components.unet.register_forward_pre_hook(lambda module, args: calls.append(len(progress.steps)))
+    try:
+        shared, scheduler, remaining = shared_denoise(
+            components.unet, components.scheduler, noise, STEPS, 0.5, walk_embedding(plan, embeddings, 0.5),
+            uncond, GUIDANCE, progress,
+        )
+        batches = list(denoise_keyframes(
+            components.unet, scheduler, shared, remaining, keyframe_embeddings(plan, embeddings), uncond,
+            GUIDANCE, 2, progress,
+        ))
+    finally:
+        hook.remove()
+
+    # PNDM: 7 timesteps for 6 steps, 3 of them shared; batches of 2 and 1 keyframes.
+    shared_steps = [("shared_denoise", done, STEPS, "") for done in (0, 0, 1, 2)]
+    first = [("keyframe_denoise", done, STEPS, "keyframes 1-2 of 3") for done in (2, 3, 4, 5, 6)]
+    second = [("keyframe_denoise", done, STEPS, "keyframes 3-3 of 3") for done in (2, 3, 4, 5, 6)]
+    assert progress.steps == shared_steps + first + second
+    assert set(progress.seconds) == {"shared_denoise", "keyframe_denoise"}
+    # Reports seen by each UNet call: each step's call comes right after a report (the
+    # unconditional half shared by the keyframes, 4th, right after the shared start's last).
+    assert len(batches) == 2
+    assert calls == [1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13]
 
 
 def test_initial_noise_comes_from_the_seed_on_the_cpu():

@@ -3,6 +3,7 @@ import torch
 from animate import inbetween
 from animate.diffusion import decode_latents
 from animate.inbetween import film_frames, inbetween_times, latent_frames
+from animate.progress import Progress
 from animate.slerp import slerp
 
 
@@ -46,14 +47,14 @@ def test_latent_path_with_one_step_is_the_keyframes(components):
 def test_film_path_gives_every_frame_through_film_net(components):
     images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     steps = 4
-    frames = list(film_frames(components.film, images, steps))
+    frames = list(film_frames(components.film, images, steps, Progress()))
     assert len(frames) == (3 - 1) * steps + 1
     for k in range(3):
         torch.testing.assert_close(frames[k * steps], images[k], rtol=0, atol=0)
     middle = components.film(images[:1], images[1:2])[0].clamp(0, 1)
     torch.testing.assert_close(frames[2], middle, rtol=1e-4, atol=1e-5)  # S=4: j=2 is FILM's midpoint
     assert all(frame.shape == (3, 64, 64) for frame in frames)
-    assert [torch.equal(a, b) for a, b in zip(film_frames(None, images, 1), images)] == [True] * 3
+    assert [torch.equal(a, b) for a, b in zip(film_frames(None, images, 1, Progress()), images)] == [True] * 3
 
 
 def test_film_batch_is_one_pair_on_cpu_and_budgets_the_held_pyramids_on_cuda(monkeypatch):

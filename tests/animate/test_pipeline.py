@@ -10,6 +10,7 @@ from PIL import Image
 
 from animate import KeyframePlan, animate, settings_from_inputs
 from animate.pipeline import keyframe_embeddings, walk_embedding
+from animate.progress import STAGES, Progress
 from animate.safety import UnsafeContentError
 from animate.text import encode_prompts
 
@@ -63,13 +64,16 @@ def test_gif_with_film_and_keyframe_pngs_in_order(components, tmp_path, capsys):
     frames = gif_frames(outputs[-1])
     for k, png in enumerate(keyframe_pngs):  # keyframes sit every S frames (palette-quantized)
         assert np.abs(frames[3 * k] - png).mean() < 12
-    log = capsys.readouterr().out
-    assert "Using seed: 42" in log
-    assert re.search(r"keyframes 1-3 of 3: step \d+/\d+", log)
-    for stage in ("text encoding took", "shared start took", "keyframes (denoise, decode, safety check) took",
-                  "in-betweens (FILM) took", "encoding took"):
-        assert stage in log
-    assert "frames interpolated: 7/7" in log
+    log = capsys.readouterr().out.splitlines()
+    assert log[0] == "Using seed: 42"
+    assert all(re.match(r"\[ {0,6}\d+\.\ds\] \S", line) for line in log[1:]), log  # "[   12.3s] ..."
+    assert "] Walk over 3 prompts: 3 keyframes, 7 frames, 7 in the animation" in log[1]
+    assert re.search(r"\] encoding took \d+\.\d s$", log[-1])
+    assert any(line.endswith("] keyframes: step 4/4, keyframes 1-3 of 3") for line in log)
+    assert any(line.endswith("] keyframes: 3/3 done") for line in log)
+    assert any(line.endswith("] in-betweens: 7/7 frames (FILM)") for line in log)
+    for stage in ("text", "shared start", "keyframes", "decode", "in-betweens", "encoding"):
+        assert any(re.search(rf"\] {stage} took \d+\.\d s", line) for line in log), stage
 
 
 def test_mp4_with_latent_inbetweens_and_ping_pong(components, tmp_path):
@@ -122,18 +126,117 @@ def test_flagged_keyframe_fails_the_walk_before_anything_is_written(components, 
     assert outputs == [] and list(tmp_path.iterdir()) == []
 
 
-def test_cancel_check_stops_within_a_step(components, tmp_path):
-    class Canceled(BaseException):
-        pass
+class Canceled(BaseException):
+    pass
 
-    calls = []
 
-    def cancel_after_three():
-        calls.append(1)
-        if len(calls) == 3:
-            raise Canceled()
+class CancelAt(Progress):
+    """Records every step reported in `events`, and raises Canceled at the `at`-th of `stage`."""
 
-    with pytest.raises(Canceled):
-        list(animate(components, settings(), tmp_path, cancel_check=cancel_after_three))
-    assert len(calls) == 3
+    def __init__(self, stage, at, events):
+        super().__init__()
+        self.cancel_stage, self.steps_left, self.events = stage, at, events
+
+    def step(self, name, done, total, detail=""):
+        self.events.append((name, done))
+        if name == self.cancel_stage:
+            self.steps_left -= 1
+            if self.steps_left == 0:
+                raise Canceled()
+
+
+def test_a_cancel_from_progress_stops_the_walk_within_a_denoising_step(components, tmp_path):
+    events = []
+    unet_calls = components.unet.register_forward_pre_hook(lambda module, args: events.append("unet"))
+    try:
+        with pytest.raises(Canceled):
+            list(animate(components, settings(), tmp_path, progress=CancelAt("keyframe_denoise", 3, events)))
+    finally:
+        unet_calls.remove()
+    # Reported before the first step and after each (PNDM: 5 calls for 4 steps, none
+    # shared), so the third report comes after two calls, and the third never runs.
+    keyframe_events = events[events.index(("keyframe_denoise", 0)):]
+    assert keyframe_events == [("keyframe_denoise", 0), "unet", ("keyframe_denoise", 0), "unet", ("keyframe_denoise", 1)]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cancel_from_progress_stops_the_walk_within_a_film_call(components, tmp_path, monkeypatch):
+    events = []
+    film_midpoints = components.film.midpoints
+    monkeypatch.setattr(components.film, "midpoints", lambda *args: events.append("film") or film_midpoints(*args))
+    walk = settings(num_interpolation_steps=8)  # bisection depth 3: a frame can take several FILM calls
+    with pytest.raises(Canceled):
+        list(animate(components, walk, tmp_path, progress=CancelAt("inbetweens", 12, events)))
+    film_events = events[events.index("film") - 1:]
+    assert film_events[-1][0] == "inbetweens"  # nothing ran after the cancel
+    assert ("film", "film") not in zip(film_events, film_events[1:])  # a report before every FILM call
+    assert film_events.count("film") >= 4
+    assert list(tmp_path.iterdir()) == []
+
+
+class Recorder(Progress):
+    """Records the stages entered and the keyframe batches, and logs as the base class."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered, self.batches = [], []
+
+    def stage(self, name, detail=""):
+        self.entered.append(name)
+        return super().stage(name, detail)
+
+    def keyframes_decoded(self, start, latents, images, total):
+        super().keyframes_decoded(start, latents, images, total)
+        self.batches.append((start, latents.clone(), images.clone(), total))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(intermediate_output=True), dict(output_format="mp4", film_interpolation=False, gif_ping_pong=True)],
+    ids=["film-gif", "latent-pingpong-mp4"],
+)
+def test_every_stage_is_reported_by_the_walk(components, tmp_path, overrides):
+    progress = Recorder()
+    walk = settings(num_animation_frames=3, **overrides)  # 3 prompts, 3 per segment: K = 5
+    outputs = list(animate(components, walk, tmp_path, progress=progress))
+
+    assert set(progress.seconds) == set(STAGES)
+    assert all(seconds >= 0 for seconds in progress.seconds.values())
+    # In the walk's order, the in-betweens made inside "encode", which runs alongside.
+    order = ["text", "shared_denoise", "keyframe_denoise", "decode", "encode", "inbetweens"]
+    assert list(dict.fromkeys(progress.entered)) == order
+    assert progress.open_stages == []
+    # CPU keyframe batches of 4: keyframes 0-3, then 4.
+    assert [(start, total) for start, _, _, total in progress.batches] == [(0, 5), (4, 5)]
+    assert [tuple(latents.shape) for _, latents, _, _ in progress.batches] == [(4, 4, 8, 8), (1, 4, 8, 8)]
+    assert [tuple(images.shape) for _, _, images, _ in progress.batches] == [(4, 3, 64, 64), (1, 3, 64, 64)]
+    if walk.intermediate_output:  # the keyframes reported are the ones written
+        images = torch.cat([images for _, _, images, _ in progress.batches])
+        for index, path in enumerate(outputs[:-1]):
+            assert np.array_equal(np.asarray(Image.open(path)), (images[index] * 255).round().permute(1, 2, 0).byte().numpy())
+
+
+def test_a_nested_stage_is_not_counted_in_the_enclosing_one(capsys, monkeypatch):
+    clock = iter([0.0, 1.0, 3.0, 4.0, 5.0, 9.0])  # encode 0-9 holds in-betweens 1-3 and 4-5
+    progress = Progress()
+    monkeypatch.setattr(progress, "now", lambda: next(clock))
+    with progress.stage("encode"):
+        with progress.stage("inbetweens"):
+            pass
+        with progress.stage("inbetweens"):
+            pass
+    assert progress.seconds == {"inbetweens": 3.0, "encode": 6.0}
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == ["in-betweens took 3.0 s", "encoding took 6.0 s"]
+    with pytest.raises(ValueError, match="unknown stage 'denoise'"):
+        with progress.stage("denoise"):
+            pass
+
+
+def test_frame_progress_is_logged_about_ten_times(capsys):
+    progress = Progress()
+    for done in range(47):
+        progress.step("inbetweens", done, 46, "FILM")
+        progress.step("inbetweens", done, 46, "FILM")  # again, as before a FILM call
+    lines = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
+    assert lines == [f"in-betweens: {done}/46 frames (FILM)" for done in (4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 46)]

@@ -9,8 +9,9 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor
 
+from animate.progress import STAGES
 from bench import sd15
-from bench.measure import OUTSIDE, STAGES, HostPeaks
+from bench.measure import OUTSIDE, HostPeaks
 from bench.presets import PRESETS, tiny_components
 from bench.reference import original_form
 from bench.report import comparison_table, verdict
@@ -139,3 +140,16 @@ def test_host_peaks_book_a_peak_to_the_stages_running_in_every_thread():
     assert peaks.by_stage["encode"] >= before + allocated_mib * 0.9
     assert peaks.by_stage["inbetweens"] >= before + allocated_mib * 0.9
     assert peaks.overall == max(peaks.by_stage.values())
+
+
+def test_host_peaks_book_a_peak_to_every_open_stage_of_a_thread():
+    peaks = HostPeaks()
+    peaks.checkpoint()
+    allocated_mib = 64
+    with peaks.within("encode"):  # as the pipeline makes its frames inside "encode"
+        with peaks.within("inbetweens"):
+            block = np.ones(allocated_mib << 17)
+            del block
+    before = peaks.by_stage[OUTSIDE]
+    assert peaks.by_stage["inbetweens"] >= before + allocated_mib * 0.9
+    assert peaks.by_stage["encode"] >= before + allocated_mib * 0.9

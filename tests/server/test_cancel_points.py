@@ -47,22 +47,22 @@ STAGES = [
         "keyframe-batch",
         {**SMALL, "num_inference_steps": 60, "prompt_strength": 1.0, "num_animation_frames": 6,
          "intermediate_output": True},
-        r"keyframes 5-6 of 6: step (\d+)/",
-        r"keyframes \d+-\d+ of 6: step \d+/",
+        r"keyframes: step (\d+)/\d+, keyframes 5-6 of 6",
+        r"keyframes: step \d+/\d+, keyframes \d+-\d+ of 6",
     ),
     (
         "film",
         {**SMALL, "num_inference_steps": 2, "num_animation_frames": 12, "num_interpolation_steps": 32},
-        r"frames interpolated: (\d+)/",
-        r"frames interpolated: \d+/",
+        r"in-betweens: (\d+)/\d+ frames",
+        r"in-betweens: \d+/\d+ frames",
     ),
     (
         # Latent in-betweens stream into ffmpeg (MP4) as they are decoded.
         "encoding",
         {**SMALL, "num_inference_steps": 2, "num_animation_frames": 12, "num_interpolation_steps": 50,
          "film_interpolation": False, "output_format": "mp4"},
-        r"frames interpolated: (\d+)/",
-        r"frames interpolated: \d+/",
+        r"in-betweens: (\d+)/\d+ frames",
+        r"in-betweens: \d+/\d+ frames",
     ),
 ]
 
