@@ -16,16 +16,16 @@ import torch
 from PIL import Image
 
 from animate import animate, diffusion, settings_from_inputs
+from animate.settings import INPUT_DEFAULTS
 
 
 def settings():
-    return settings_from_inputs(
-        prompt_start="a red apple", prompt_end="a green pear", width=64, height=64,
-        num_inference_steps=3, prompt_strength=0.8, num_animation_frames=3,
-        num_interpolation_steps=3, guidance_scale=7.5, gif_frames_per_second=10,
-        gif_ping_pong=False, film_interpolation=False, intermediate_output=True, seed=3,
-        output_format="gif",
-    )
+    return settings_from_inputs(**{
+        **INPUT_DEFAULTS,
+        "prompt_start": "a red apple", "prompt_end": "a green pear", "width": 64, "height": 64,
+        "num_inference_steps": 3, "num_animation_frames": 3, "num_interpolation_steps": 3,
+        "gif_frames_per_second": 10, "film_interpolation": False, "intermediate_output": True, "seed": 3,
+    })
 
 
 def rgb_frames(path):

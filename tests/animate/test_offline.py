@@ -74,11 +74,9 @@ from animate.weights import load_components
 
 weights_dir, output_dir = sys.argv[1], sys.argv[2]
 components = load_components(weights_dir, "cpu", torch.float32)
-settings = animate.settings_from_inputs(
-    prompt_start="a red apple", prompt_end="a green pear", width=64, height=64,
-    num_inference_steps=2, prompt_strength=0.8, num_animation_frames=2, num_interpolation_steps=2,
-    guidance_scale=7.5, gif_frames_per_second=10, gif_ping_pong=False, film_interpolation=True,
-    intermediate_output=True, seed=1, output_format="gif",
+settings = animate.Settings(
+    prompts=("a red apple", "a green pear"), seed=1, width=64, height=64, num_inference_steps=2,
+    num_animation_frames=2, num_interpolation_steps=2, frames_per_second=10, intermediate_output=True,
 )
 outputs = [path.name for path in animate.animate(components, settings, output_dir)]
 

@@ -12,26 +12,23 @@ from animate import KeyframePlan, animate, settings_from_inputs
 from animate.pipeline import keyframe_embeddings, walk_embedding
 from animate.progress import STAGES, Progress
 from animate.safety import UnsafeContentError
+from animate.settings import INPUT_DEFAULTS
 from animate.text import encode_prompts
 
 
 def settings(**overrides):
+    """The default request, made small, with `overrides`."""
     values = dict(
+        INPUT_DEFAULTS,
         prompt_start="a red house",
         prompt_end="a blue boat | a green tree",
         width=64,
         height=64,
         num_inference_steps=4,
-        prompt_strength=0.8,
         num_animation_frames=2,
         num_interpolation_steps=3,
-        guidance_scale=7.5,
         gif_frames_per_second=10,
-        gif_ping_pong=False,
-        film_interpolation=True,
-        intermediate_output=False,
         seed=42,
-        output_format="gif",
     )
     values.update(overrides)
     return settings_from_inputs(**values)
