@@ -1,18 +1,21 @@
-"""The diffusion part of the walk: noise, shared start, batched keyframes, VAE decode.
+"""The diffusion part of the walk: noise, shared start, batched keyframes, VAE encode and decode.
 
 See docs/behaviour.md, "The walk". The denoising loop follows diffusers'
 StableDiffusionPipeline step for step (scale_model_input, one UNet call for both guidance
-halves, scheduler.step), so one keyframe equals what that pipeline gives for the same inputs.
+halves, scheduler.step), so one keyframe equals what that pipeline gives for the same inputs;
+a walk from an init image starts as StableDiffusionImg2ImgPipeline does.
 """
 
 import copy
+import inspect
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from animate.progress import Progress
+from animate.progress import STAGE_WORDS, Progress
 
 LATENT_CHANNELS = 4
 VAE_SCALE = 8  # the VAE turns an (H, W) image into (H/8, W/8) latents
@@ -32,14 +35,26 @@ MAX_KEYFRAME_BATCH = 16
 MAX_DECODE_BATCH = 8
 
 
-def initial_noise(seed: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """x_T, (1, 4, H/8, W/8), drawn in float32 on the CPU from the seed, then moved.
+def seed_generator(seed: int) -> torch.Generator:
+    """The source of everything random in the walk: x_T first (latent_noise), then the
+    noise stochastic samplers draw at each step (see denoise_keyframes).
 
-    Drawing on the CPU gives the same noise on every device (CUDA generators differ).
+    A CPU generator, so the noise is the same on every device (CUDA generators differ).
     """
-    generator = torch.Generator("cpu").manual_seed(seed)
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def latent_noise(
+    generator: torch.Generator, height: int, width: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """Noise (1, 4, H/8, W/8) drawn in float32 on the CPU from `generator`, then moved."""
     shape = (1, LATENT_CHANNELS, height // VAE_SCALE, width // VAE_SCALE)
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+def initial_noise(seed: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """x_T, (1, 4, H/8, W/8): the first draw of the seed's generator (see seed_generator)."""
+    return latent_noise(seed_generator(seed), height, width, device, dtype)
 
 
 def usable_cuda_memory(device: torch.device) -> int:
@@ -136,6 +151,16 @@ def steps_done(scheduler: SchedulerMixin, calls: int) -> int:
     return calls * scheduler.num_inference_steps // len(scheduler.timesteps)
 
 
+def step_options(
+    scheduler: SchedulerMixin, generator: torch.Generator | list[torch.Generator] | None
+) -> dict[str, object]:
+    """Keyword arguments for scheduler.step: the generator, for a scheduler whose step draws
+    noise (it takes one), as diffusers' pipelines pass it; nothing for the others (PNDM)."""
+    if generator is not None and "generator" in inspect.signature(scheduler.step).parameters:
+        return {"generator": generator}
+    return {}
+
+
 def denoise(
     unet: UNet2DConditionModel,
     scheduler: SchedulerMixin,
@@ -149,6 +174,7 @@ def denoise(
     calls_done: int,
     detail: str = "",
     first_uncond_noise: torch.Tensor | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> torch.Tensor:
     """Run `scheduler` over `timesteps` from latents (B, 4, h, w); returns the new latents.
 
@@ -156,14 +182,16 @@ def denoise(
     progress.step(stage, steps done, T, detail) before the first step and after each, so
     before every step, and the last reads T/T (see steps_done). first_uncond_noise
     (1, 4, h, w), when given, is the unconditional half of the first step, already known
-    (see guided_noise).
+    (see guided_noise). A stochastic scheduler draws its noise from `generator`: one, or
+    one per latent (diffusers' randn_tensor draws latent i from generator i).
     """
     total = scheduler.num_inference_steps
+    options = step_options(scheduler, generator)
     progress.step(stage, steps_done(scheduler, calls_done), total, detail)
     for index, timestep in enumerate(timesteps):
         known_uncond_noise = first_uncond_noise if index == 0 else None
         noise = guided_noise(unet, scheduler, latents, timestep, cond, uncond, guidance_scale, known_uncond_noise)
-        latents = scheduler.step(noise, timestep, latents, return_dict=False)[0]
+        latents = scheduler.step(noise, timestep, latents, return_dict=False, **options)[0]
         progress.step(stage, steps_done(scheduler, calls_done + index + 1), total, detail)
     return latents
 
@@ -187,11 +215,13 @@ def shared_denoise(
     uncond: torch.Tensor,
     guidance_scale: float,
     progress: Progress,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, SchedulerMixin, torch.Tensor]:
     """The shared start: set the scheduler up and run its first n_shared timesteps once,
     as stage "shared_denoise" of `progress`.
 
-    noise: x_T (1, 4, h, w); middle_embedding (1, L, D) at walk position 0.5.
+    noise: x_T (1, 4, h, w); middle_embedding (1, L, D) at walk position 0.5. A stochastic
+    scheduler draws its step noise from `generator` (which is advanced).
     Returns (latent (1, 4, h, w), the scheduler in its state after those steps, the
     timesteps still to run). `scheduler` itself is not changed.
     """
@@ -203,9 +233,48 @@ def shared_denoise(
         latents = noise * scheduler.init_noise_sigma
         latents = denoise(
             unet, scheduler, latents, timesteps[:n_shared], middle_embedding, uncond,
-            guidance_scale, progress, "shared_denoise", 0,
+            guidance_scale, progress, "shared_denoise", 0, generator=generator,
         )
     return latents, scheduler, timesteps[n_shared:]
+
+
+def image_start(
+    vae: AutoencoderKL,
+    scheduler: SchedulerMixin,
+    pixels: torch.Tensor,
+    noise: torch.Tensor,
+    num_inference_steps: int,
+    prompt_strength: float,
+    progress: Progress,
+) -> tuple[torch.Tensor, SchedulerMixin, torch.Tensor]:
+    """The start the keyframes share when the walk starts from a picture, as stage
+    "shared_denoise" of `progress`: the picture's latents, noised as if the first n_shared
+    timesteps had run, as StableDiffusionImg2ImgPipeline does with a strength whose start
+    step is n_shared. No steps run.
+
+    pixels (1, 3, H, W) in [-1, 1] (animate.init_image); noise: x_T (1, 4, h, w).
+    Returns what shared_denoise returns: (latent (1, 4, h, w), the scheduler set to start
+    at timestep n_shared, the timesteps still to run). `scheduler` itself is not changed.
+    """
+    with progress.stage("shared_denoise"):
+        scheduler = copy.deepcopy(scheduler)
+        scheduler.set_timesteps(num_inference_steps, device=noise.device)
+        n_shared = shared_step_count(num_inference_steps, prompt_strength)
+        # At prompt_strength 0 (n_shared = T) nothing is left to run: every keyframe is the
+        # picture. (PNDM has T + 1 timesteps, so one would be left after T of them.)
+        remaining = scheduler.timesteps[n_shared:] if n_shared < num_inference_steps else scheduler.timesteps[:0]
+        if hasattr(scheduler, "set_begin_index"):
+            # As diffusers' img2img: schedulers that count their steps (Euler, LMS,
+            # DPM-Solver) count from n_shared, and add_noise takes that step's sigma.
+            scheduler.set_begin_index(n_shared)
+        latents = encode_image(vae, pixels).to(noise.dtype)
+        if len(remaining) > 0:
+            latents = scheduler.add_noise(latents, noise, remaining[:1])
+            start = f"noised to step {steps_done(scheduler, n_shared)}/{num_inference_steps}"
+        else:
+            start = "as it is, no steps to run"
+        progress.log(STAGE_WORDS["shared_denoise"], f"from init_image, {start}")
+    return latents, scheduler, remaining
 
 
 def shared_uncond_noise(
@@ -236,6 +305,7 @@ def denoise_keyframes(
     guidance_scale: float,
     batch_size: int,
     progress: Progress,
+    generator: torch.Generator | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Finish every keyframe from the shared latent, `batch_size` keyframes per UNet call,
     each batch as an entry of stage "keyframe_denoise" of `progress`.
@@ -245,6 +315,10 @@ def denoise_keyframes(
     within it) continues from exactly that state. Yields (index of the batch's first
     keyframe, latents (B, 4, h, w)) as each batch is done.
 
+    A stochastic scheduler draws each keyframe's step noise from its own copy of
+    `generator` as it is now: every keyframe gets the same noise at the same step, as one
+    denoised alone after the shared start would, however the keyframes are batched.
+
     At the first of the remaining steps every keyframe's latent is still the shared one, so
     the unconditional half of guidance is the same for all of them: with more than one
     keyframe it runs once, at batch 1, and each batch's first step runs only its
@@ -252,6 +326,7 @@ def denoise_keyframes(
     """
     count = keyframe_embeddings.shape[0]
     calls_done = len(scheduler.timesteps) - len(remaining_timesteps)
+    generator_state = None if generator is None else generator.get_state()
     first_uncond_noise = None
     for start in range(0, count, batch_size):
         stop = min(start + batch_size, count)
@@ -262,12 +337,56 @@ def denoise_keyframes(
                     unet, scheduler, shared_latent, remaining_timesteps, uncond, guidance_scale, count
                 )
             batch_scheduler = copy.deepcopy(scheduler)
+            generators = None if generator_state is None else [
+                generator_at(generator_state) for _ in range(start, stop)
+            ]
             latents = shared_latent.expand(stop - start, -1, -1, -1).clone()
             latents = denoise(
                 unet, batch_scheduler, latents, remaining_timesteps, keyframe_embeddings[start:stop],
                 uncond, guidance_scale, progress, "keyframe_denoise", calls_done, which, first_uncond_noise,
+                generators,
             )
         yield start, latents
+
+
+def generator_at(state: torch.Tensor) -> torch.Generator:
+    """A new CPU generator in `state` (from Generator.get_state)."""
+    generator = torch.Generator("cpu")
+    generator.set_state(state)
+    return generator
+
+
+def encode_image(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
+    """VAE encode of pixels (1, 3, H, W) in [-1, 1]: latents (1, 4, H/8, W/8) in the VAE's
+    dtype, the posterior's mean times the scaling factor (no sampling: the same picture
+    always gives the same latents).
+
+    A reduced-precision encode that gives NaN is done again in float32, as in decode_latents.
+    """
+    latents = posterior_mean(vae, pixels)
+    if torch.isnan(latents).any() and vae.dtype != torch.float32:
+        print(f"VAE encode in {vae.dtype} gave NaN; encoding again in float32", flush=True)
+        with upcast(vae):
+            latents = posterior_mean(vae, pixels)
+        latents = latents.to(vae.dtype)
+    return latents
+
+
+def posterior_mean(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
+    """encode_image in the VAE's current dtype, without the NaN check."""
+    posterior = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+    return posterior.mean * vae.config.scaling_factor
+
+
+@contextmanager
+def upcast(vae: AutoencoderKL) -> Iterator[None]:
+    """The VAE in float32 for the block, back in its dtype after (fp16 overflows to NaN at times)."""
+    dtype = vae.dtype
+    vae.to(torch.float32)
+    try:
+        yield
+    finally:
+        vae.to(dtype)
 
 
 def decode_chunk(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
@@ -279,12 +398,8 @@ def decode_chunk(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
 
 def decode_chunk_in_float32(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
     """decode_chunk with the VAE upcast to float32 for the call (fp16 overflows to NaN at times)."""
-    dtype = vae.dtype
-    vae.to(torch.float32)
-    try:
+    with upcast(vae):
         return decode_chunk(vae, latents.float())
-    finally:
-        vae.to(dtype)
 
 
 def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """The whole walk (docs/behaviour.md, "The walk"), one named stage after another.
 
-prompts -> text embeddings -> keyframe embeddings -> shared start -> keyframe batches
-(denoise, decode, safety check, [keyframe PNGs]) -> in-betweens -> [ping-pong] -> encoder
--> the animation file, yielded last. Each stage reports to one Progress (animate.progress).
+[init image read] -> prompts -> text embeddings -> keyframe embeddings -> shared start (or
+the init image, noised) -> keyframe batches (denoise, decode, safety check, [keyframe PNGs])
+-> in-betweens -> [ping-pong] -> encoder -> the animation file, yielded last. Each stage
+reports to one Progress (animate.progress).
 """
 
 from collections.abc import Iterable, Iterator
@@ -15,8 +16,10 @@ from animate.diffusion import (
     decode_batch_size,
     decode_latents,
     denoise_keyframes,
-    initial_noise,
+    image_start,
     keyframe_batch_size,
+    latent_noise,
+    seed_generator,
     shared_denoise,
     uses_guidance,
 )
@@ -25,10 +28,12 @@ from animate.files import write_png
 from animate.frames import ping_pong, to_uint8
 from animate.gif import encode_gif, gif_encoder_count
 from animate.inbetween import film_frames, latent_frames
+from animate.init_image import load_init_image
 from animate.mp4 import encode_mp4
 from animate.plan import KeyframePlan
 from animate.progress import Progress
 from animate.safety import check_keyframes
+from animate.schedulers import chosen_scheduler
 from animate.settings import Settings
 from animate.slerp import slerp
 from animate.text import encode_prompts
@@ -72,27 +77,42 @@ def render_keyframes(
     middle: torch.Tensor,
     uncond: torch.Tensor,
     progress: Progress,
+    init_pixels: torch.Tensor | None = None,
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Shared start, then keyframe batches. Yields (first index, latents (B, 4, h, w),
-    images (B, 3, H, W) in [0, 1]) per batch, each decoded and safety-checked, and tells
-    `progress` of it first."""
-    noise = initial_noise(settings.seed, settings.height, settings.width, components.device, components.dtype)
-    shared, scheduler, remaining = shared_denoise(
-        components.unet, components.scheduler, noise, settings.num_inference_steps,
-        settings.prompt_strength, middle, uncond, settings.guidance_scale, progress,
-    )
+    """Shared start (from noise, or from init_pixels (1, 3, H, W) in [-1, 1] when the walk
+    has an init image), then keyframe batches. Yields (first index, latents (B, 4, h, w),
+    images (B, 3, H, W) in [0, 1]) per batch, each decoded and safety-checked (unless the
+    settings disable it), and tells `progress` of it first.
+
+    uncond (1, L, D) is the negative prompt's embedding, used at every step.
+    """
+    scheduler = chosen_scheduler(settings.scheduler, components.scheduler)
+    progress.log("Sampler", f"{type(scheduler).__name__} ({settings.scheduler})")
+    generator = seed_generator(settings.seed)
+    noise = latent_noise(generator, settings.height, settings.width, components.device, components.dtype)
+    if init_pixels is None:
+        shared, scheduler, remaining = shared_denoise(
+            components.unet, scheduler, noise, settings.num_inference_steps,
+            settings.prompt_strength, middle, uncond, settings.guidance_scale, progress, generator,
+        )
+    else:
+        shared, scheduler, remaining = image_start(
+            components.vae, scheduler, init_pixels, noise, settings.num_inference_steps,
+            settings.prompt_strength, progress,
+        )
     batch_size = keyframe_batch_size(components.device, shared, uses_guidance(settings.guidance_scale))
     progress.log("keyframes", f"{plan.num_keyframes} keyframes, {batch_size} per batch")
     batches = denoise_keyframes(
         components.unet, scheduler, shared, remaining, embeddings, uncond,
-        settings.guidance_scale, batch_size, progress,
+        settings.guidance_scale, batch_size, progress, generator,
     )
+    safety_checker = None if settings.disable_safety_checker else components.safety_checker
+    if safety_checker is None and components.safety_checker is not None:
+        progress.log("safety check", "skipped, as disable_safety_checker asks")
     for start, latents in batches:
         with progress.stage("decode", f"keyframes {start + 1}-{start + latents.shape[0]} of {plan.num_keyframes}"):
             images = decode_latents(components.vae, latents)
-        check_keyframes(
-            components.safety_checker, components.feature_extractor, images, start, plan.num_keyframes
-        )
+        check_keyframes(safety_checker, components.feature_extractor, images, start, plan.num_keyframes)
         progress.keyframes_decoded(start, latents, images, plan.num_keyframes)
         yield start, latents, images
 
@@ -166,7 +186,7 @@ def animate(
 
     `progress` hears of every stage, denoising step, frame and keyframe batch, and may raise
     from its `step` to stop the walk (see animate.progress); by default a new Progress logs
-    them on stdout.
+    them on stdout. An init image that cannot be used raises InputError before any model runs.
     """
     progress = Progress() if progress is None else progress
     output_dir = Path(output_dir)
@@ -177,14 +197,21 @@ def animate(
         f"{plan.num_keyframes} keyframes, {plan.num_frames} frames, {plan.num_output_frames} in the animation",
     )
 
+    # Read first, so that a picture that cannot be used fails the walk before any model runs.
+    init_pixels = None
+    if settings.init_image is not None:
+        init_pixels = load_init_image(settings.init_image, settings.width, settings.height)
+
     with progress.stage("text"):
-        prompt_embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, list(settings.prompts))
+        prompt_embeddings, uncond = encode_prompts(
+            components.tokenizer, components.text_encoder, list(settings.prompts), settings.negative_prompt
+        )
         embeddings = keyframe_embeddings(plan, prompt_embeddings)
         middle = walk_embedding(plan, prompt_embeddings, 0.5)
 
     latents, images = [], []
     for start, batch_latents, batch_images in render_keyframes(
-        components, settings, plan, embeddings, middle, uncond, progress
+        components, settings, plan, embeddings, middle, uncond, progress, init_pixels
     ):
         latents.append(batch_latents)
         images.append(batch_images)

@@ -1,9 +1,10 @@
-"""The validated settings of one prediction, built from the 15 public inputs, and their defaults."""
+"""The validated settings of one prediction, built from the public inputs, and their defaults."""
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from animate.prompts import InputError, parse_prompts
+from animate.prompts import InputError, check_length, parse_prompts
 
 MAX_SEED = 2**32 - 1
 
@@ -24,6 +25,11 @@ INPUT_DEFAULTS = {
     "intermediate_output": False,
     "seed": None,
     "output_format": "gif",
+    # Beyond the hosted model's 15 inputs: each default leaves the walk as it was without them.
+    "negative_prompt": "",
+    "init_image": None,
+    "scheduler": "default",
+    "disable_safety_checker": False,
 }
 
 
@@ -48,6 +54,10 @@ class Settings:
     film_interpolation: bool = INPUT_DEFAULTS["film_interpolation"]
     intermediate_output: bool = INPUT_DEFAULTS["intermediate_output"]
     output_format: str = INPUT_DEFAULTS["output_format"]
+    negative_prompt: str = INPUT_DEFAULTS["negative_prompt"]
+    init_image: Path | None = INPUT_DEFAULTS["init_image"]
+    scheduler: str = INPUT_DEFAULTS["scheduler"]
+    disable_safety_checker: bool = INPUT_DEFAULTS["disable_safety_checker"]
 
 
 def draw_seed() -> int:
@@ -71,6 +81,10 @@ def settings_from_inputs(
     intermediate_output: bool,
     seed: int | None,
     output_format: str,
+    negative_prompt: str = INPUT_DEFAULTS["negative_prompt"],
+    init_image: str | Path | None = INPUT_DEFAULTS["init_image"],
+    scheduler: str = INPUT_DEFAULTS["scheduler"],
+    disable_safety_checker: bool = INPUT_DEFAULTS["disable_safety_checker"],
 ) -> Settings:
     """Validate what the server schema cannot (prompt content, seed range) and fix the seed.
 
@@ -78,6 +92,7 @@ def settings_from_inputs(
     by the server before predict() runs. Prints `Using seed: N`.
     """
     prompts = parse_prompts(prompt_start, prompt_end)
+    check_length("negative_prompt", negative_prompt)
     if seed is None:
         seed = draw_seed()
     elif not 0 <= seed <= MAX_SEED:
@@ -100,4 +115,8 @@ def settings_from_inputs(
         intermediate_output=bool(intermediate_output),
         seed=int(seed),
         output_format=str(output_format),
+        negative_prompt=str(negative_prompt),
+        init_image=None if init_image is None else Path(init_image),
+        scheduler=str(scheduler),
+        disable_safety_checker=bool(disable_safety_checker),
     )

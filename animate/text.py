@@ -7,12 +7,20 @@ from transformers import CLIPTextModel, CLIPTokenizer
 CUT_EXCERPT_CHARS = 80
 
 
-def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
+def prompt_names(count: int) -> list[str]:
+    """What the log calls the walk's prompts: "Prompt 1", "Prompt 2", ..."""
+    return [f"Prompt {number}" for number in range(1, count + 1)]
+
+
+def tokenize(tokenizer: CLIPTokenizer, prompts: list[str], names: list[str] | None = None) -> torch.Tensor:
     """Token ids (len(prompts), L) padded and truncated to L = tokenizer.model_max_length.
 
     Prints which prompts were cut and where the dropped text starts, since the end of a
-    long prompt has no effect on the image.
+    long prompt has no effect on the image. `names` are what those lines call the prompts,
+    by default "Prompt 1", "Prompt 2", ...
     """
+    if names is None:
+        names = prompt_names(len(prompts))
     limit = tokenizer.model_max_length
     ids = tokenizer(
         prompts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt"
@@ -20,12 +28,12 @@ def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
     # verbose=False: measuring a long prompt's length is not an error, and without it
     # transformers warns of "indexing errors" beside the message below.
     full = tokenizer(prompts, padding=False, truncation=False, verbose=False).input_ids
-    for number, prompt_ids in enumerate(full, start=1):
+    for name, prompt_ids in zip(names, full, strict=True):
         if len(prompt_ids) > limit:
             # Everything between the kept tokens and the closing end-of-text token is lost.
             cut = prompt_ids[limit - 1 : -1]
             print(
-                f"Prompt {number} is {len(prompt_ids)} tokens long and the text encoder reads "
+                f"{name} is {len(prompt_ids)} tokens long and the text encoder reads "
                 f"{limit}, so its last {len(cut)} tokens were cut, from: {cut_excerpt(tokenizer, cut)}",
                 flush=True,
             )
@@ -42,13 +50,15 @@ def cut_excerpt(tokenizer: CLIPTokenizer, cut_ids: list[int]) -> str:
 
 
 def encode_prompts(
-    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: list[str]
+    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: list[str], negative_prompt: str = ""
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings of the P prompts, (P, L, D), and of the empty prompt, (1, L, D).
+    """Embeddings of the P prompts, (P, L, D), and of the negative prompt, (1, L, D): the
+    unconditional half of guidance, the empty prompt's by default.
 
     All P+1 texts go through the encoder in one call, on the encoder's device and dtype,
     as diffusers does: the last hidden state, no attention mask (SD 1.x was trained so).
     """
-    ids = tokenize(tokenizer, [*prompts, ""]).to(text_encoder.device)
+    names = [*prompt_names(len(prompts)), "The negative prompt"]
+    ids = tokenize(tokenizer, [*prompts, negative_prompt], names).to(text_encoder.device)
     hidden = text_encoder(ids, return_dict=False)[0]
     return hidden[:-1], hidden[-1:]

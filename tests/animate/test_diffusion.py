@@ -1,21 +1,37 @@
 import copy
+import dataclasses
 
+import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionPipeline,
+)
+from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion_img2img
+from PIL import Image
 
 from animate import KeyframePlan
 from animate import diffusion
 from animate.diffusion import (
     decode_latents,
     denoise_keyframes,
+    encode_image,
     initial_noise,
     shared_denoise,
     shared_step_count,
     steps_done,
 )
+from animate.init_image import load_init_image
 from animate.pipeline import keyframe_embeddings, render_keyframes, walk_embedding
 from animate.progress import Progress
+from animate.schedulers import SCHEDULER_NAMES
 from animate.settings import settings_from_inputs
 from animate.text import encode_prompts
 
@@ -24,7 +40,8 @@ STEPS = 6
 GUIDANCE = 7.5
 
 
-def settings(prompt_start, prompt_end, prompt_strength, frames=2):
+def settings(prompt_start, prompt_end, prompt_strength, frames=2, **new_inputs):
+    """A small walk; new_inputs: negative_prompt, init_image, scheduler, disable_safety_checker."""
     return settings_from_inputs(
         prompt_start=prompt_start,
         prompt_end=prompt_end,
@@ -41,18 +58,72 @@ def settings(prompt_start, prompt_end, prompt_strength, frames=2):
         intermediate_output=False,
         seed=1234,
         output_format="gif",
+        **new_inputs,
     )
 
 
 def walk_latents(components, walk_settings):
     """The keyframe latents (K, 4, h, w) exactly as pipeline.animate computes them."""
     plan = KeyframePlan(len(walk_settings.prompts), walk_settings.num_animation_frames, 1)
-    embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, list(walk_settings.prompts))
+    embeddings, uncond = encode_prompts(
+        components.tokenizer, components.text_encoder, list(walk_settings.prompts), walk_settings.negative_prompt
+    )
+    init_pixels = None
+    if walk_settings.init_image is not None:
+        init_pixels = load_init_image(walk_settings.init_image, walk_settings.width, walk_settings.height)
     batches = render_keyframes(
         components, walk_settings, plan, keyframe_embeddings(plan, embeddings),
-        walk_embedding(plan, embeddings, 0.5), uncond, Progress(),
+        walk_embedding(plan, embeddings, 0.5), uncond, Progress(), init_pixels,
     )
     return torch.cat([latents for _, latents, _ in batches]), embeddings, uncond
+
+
+# What the `scheduler` choices are in diffusers (Replicate's names), written out here so
+# that the tests check animate.schedulers' table rather than reuse it.
+DIFFUSERS_SCHEDULERS = {
+    "DDIM": DDIMScheduler,
+    "DPMSolverMultistep": DPMSolverMultistepScheduler,
+    "K_EULER": EulerDiscreteScheduler,
+    "K_EULER_ANCESTRAL": EulerAncestralDiscreteScheduler,
+    "KLMS": LMSDiscreteScheduler,
+    "PNDM": PNDMScheduler,
+}
+
+
+def diffusers_scheduler(components, name):
+    """A fresh diffusers scheduler for choice `name`, from the weights' scheduler config."""
+    if name == "default":
+        return copy.deepcopy(components.scheduler)
+    return DIFFUSERS_SCHEDULERS[name].from_config(components.scheduler.config)
+
+
+def diffusers_pipeline(pipeline_class, components, scheduler):
+    pipe = pipeline_class(
+        vae=components.vae,
+        text_encoder=components.text_encoder,
+        tokenizer=components.tokenizer,
+        unet=components.unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def picture_file(path):
+    """A SIZE x SIZE PNG with shapes and texture, so the VAE sees some structure."""
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    pixels = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1) + rng.integers(0, 40, (SIZE, SIZE, 3))
+    pixels[16:40, 20:44] = (230, 40, 30)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def max_difference(keyframes, expected):
+    return (keyframes - expected).abs().max().item()
 
 
 @torch.inference_mode()
@@ -85,6 +156,183 @@ def test_one_prompt_walk_equals_diffusers_stable_diffusion_pipeline(components):
     # of order 10, so 1e-4 relative is far below any visible change.
     for keyframe in latents:
         torch.testing.assert_close(keyframe[None], expected, rtol=1e-4, atol=1e-4)
+
+
+@torch.inference_mode()
+def test_one_prompt_walk_with_a_negative_prompt_equals_diffusers_negative_prompt(components):
+    """The negative prompt is the unconditional half of guidance at every step, as
+    diffusers' negative_prompt; the pipeline encodes both texts itself here."""
+    walk = settings("a red house", "a red house", prompt_strength=1.0, negative_prompt="a blue boat, blurry")
+    latents, _, _ = walk_latents(components, walk)
+    pipe = diffusers_pipeline(StableDiffusionPipeline, components, copy.deepcopy(components.scheduler))
+    expected = pipe(
+        prompt="a red house",
+        negative_prompt="a blue boat, blurry",
+        latents=initial_noise(walk.seed, SIZE, SIZE, torch.device("cpu"), torch.float32),
+        guidance_scale=GUIDANCE,
+        num_inference_steps=STEPS,
+        height=SIZE,
+        width=SIZE,
+        output_type="latent",
+    ).images
+    without, _, _ = walk_latents(components, settings("a red house", "a red house", prompt_strength=1.0))
+    assert max_difference(without, expected) > 1e-2  # the negative prompt matters
+    # Tolerance as in the test above: float32 rounding of a UNet batch of 4 (and a first
+    # step of 1 + 2) against batches of 2; measured 2.4e-5 on latents up to about 21.
+    for keyframe in latents:
+        torch.testing.assert_close(keyframe[None], expected, rtol=1e-4, atol=1e-4)
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+def test_one_prompt_walk_with_each_scheduler_equals_diffusers_pipeline_with_it(components, name):
+    """Every choice, with a shared start (3 of 6 steps), so the scheduler's state after the
+    shared steps (step index, DPM-Solver's and LMS's model output history, PNDM's warm-up)
+    carries into each keyframe. The pipeline draws x_T and any step noise (Euler ancestral)
+    from a generator seeded with the seed, as the walk does."""
+    walk = settings("a red house", "a red house", prompt_strength=0.5, scheduler=name)
+    latents, _, _ = walk_latents(components, walk)
+    pipe = diffusers_pipeline(StableDiffusionPipeline, components, diffusers_scheduler(components, name))
+    expected = pipe(
+        prompt="a red house",
+        generator=torch.Generator("cpu").manual_seed(walk.seed),
+        guidance_scale=GUIDANCE,
+        num_inference_steps=STEPS,
+        height=SIZE,
+        width=SIZE,
+        output_type="latent",
+    ).images
+    # Tolerance: float32 rounding of different UNet batch sizes, as above; measured at
+    # most 6.2e-6 (PNDM) on latents up to about 30 (the tiny models' are large).
+    for keyframe in latents:
+        torch.testing.assert_close(keyframe[None], expected, rtol=1e-4, atol=1e-4)
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+def test_one_prompt_walk_from_an_init_image_equals_diffusers_img2img(components, tmp_path, monkeypatch, name):
+    """The walk from an init image starts where StableDiffusionImg2ImgPipeline starts with
+    strength 0.5: both skip int(6 * (1 - 0.5)) = 3 steps and noise the picture's latents to
+    the 4th timestep with x_T.
+
+    Both sides get the same PNG and preprocess it the same way (at the walk's size nothing
+    is resized). diffusers samples the VAE posterior with the generator by default; the
+    walk takes its mean, so diffusers' retrieve_latents is made to take the mode (for the
+    VAE's diagonal Gaussian, the mean), the one change on its side. Its generator is then
+    first used for the noise, so with the seed's generator it draws x_T, and then any step
+    noise (Euler ancestral), as the walk does.
+    """
+    monkeypatch.setattr(
+        pipeline_stable_diffusion_img2img,
+        "retrieve_latents",
+        lambda encoder_output, generator=None, sample_mode="sample": encoder_output.latent_dist.mode(),
+    )
+    picture = picture_file(tmp_path / "start.png")
+    walk = settings("a red house", "a red house", prompt_strength=0.5, scheduler=name, init_image=picture)
+    latents, _, _ = walk_latents(components, walk)
+    pipe = diffusers_pipeline(StableDiffusionImg2ImgPipeline, components, diffusers_scheduler(components, name))
+    expected = pipe(
+        prompt="a red house",
+        image=Image.open(picture).convert("RGB"),
+        strength=0.5,
+        generator=torch.Generator("cpu").manual_seed(walk.seed),
+        guidance_scale=GUIDANCE,
+        num_inference_steps=STEPS,
+        output_type="latent",
+    ).images
+    # The picture shows through: closer to its own latents than a walk from noise is.
+    pixels = load_init_image(picture, SIZE, SIZE)
+    picture_latents = encode_image(components.vae, pixels)
+    from_noise, _, _ = walk_latents(components, settings("a red house", "a red house", 0.5, scheduler=name))
+    assert max_difference(latents[:1], picture_latents) < max_difference(from_noise[:1], picture_latents)
+    # Tolerance as above: float32 rounding of different UNet batch sizes (and of the VAE
+    # encode); measured at most 1.1e-5 (KLMS) on latents up to about 5.
+    for keyframe in latents:
+        torch.testing.assert_close(keyframe[None], expected, rtol=1e-4, atol=1e-4)
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("name", ["default", "K_EULER"])
+def test_prompt_strength_0_from_an_init_image_gives_the_encoded_picture(components, tmp_path, name):
+    picture = picture_file(tmp_path / "start.png")
+    walk = settings("a cat", "a dog", prompt_strength=0.0, frames=3, scheduler=name, init_image=picture)
+    unet_calls = []
+    hook = components.unet.register_forward_pre_hook(lambda module, args: unet_calls.append(1))
+    try:
+        latents, _, _ = walk_latents(components, walk)
+    finally:
+        hook.remove()
+    expected = encode_image(components.vae, load_init_image(picture, SIZE, SIZE))
+    assert unet_calls == [] and latents.shape[0] == 3
+    torch.testing.assert_close(latents, expected.expand(3, -1, -1, -1), rtol=0, atol=0)
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize(
+    "new_inputs",
+    [
+        dict(negative_prompt="blurry, dark"),
+        dict(init_image="picture"),  # "picture": the test's PNG, made in tmp_path
+        dict(scheduler="K_EULER_ANCESTRAL"),
+        dict(scheduler="K_EULER_ANCESTRAL", init_image="picture", negative_prompt="blurry"),
+    ],
+    ids=["negative-prompt", "init-image", "euler-ancestral", "all-three"],
+)
+def test_batched_keyframes_equal_keyframes_one_at_a_time_with_the_new_inputs(
+    components, tmp_path, monkeypatch, new_inputs
+):
+    if new_inputs.get("init_image"):
+        new_inputs = dict(new_inputs, init_image=picture_file(tmp_path / "start.png"))
+    walk = settings("a cat", "a dog | a bird", prompt_strength=0.5, frames=3, **new_inputs)  # 5 keyframes
+
+    def keyframes(batch_size):
+        monkeypatch.setattr(diffusion, "CPU_KEYFRAME_BATCH", batch_size)
+        return walk_latents(components, walk)[0]
+
+    one_at_a_time = keyframes(1)
+    # Tolerance as in test_batched_keyframes_equal_keyframes_one_at_a_time: float32
+    # rounding of a UNet batch against batch 1; measured at most 1.1e-5.
+    torch.testing.assert_close(keyframes(5), one_at_a_time, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(keyframes(2), one_at_a_time, rtol=1e-4, atol=1e-4)
+    assert max_difference(one_at_a_time[0], one_at_a_time[-1]) > 1e-2  # different prompts
+
+
+@torch.inference_mode()
+def test_a_stochastic_scheduler_gives_every_keyframe_the_same_step_noise(components):
+    """Euler ancestral draws fresh noise at every step. Keyframes of one prompt differ only
+    if their noise does: they come out the same, with or without a shared start."""
+    for prompt_strength in (1.0, 0.5):
+        walk = settings("a red house", "a red house", prompt_strength, frames=4, scheduler="K_EULER_ANCESTRAL")
+        latents, _, _ = walk_latents(components, walk)
+        # Tolerance: the embeddings differ by rounding (slerp of the prompt with itself at
+        # t = 1/3, 2/3) and the unconditional half of the first step runs at batch 1, so
+        # float32 rounding again; measured about 3e-5, where other noise changes 1e-1.
+        for keyframe in latents[1:]:
+            torch.testing.assert_close(keyframe, latents[0], rtol=1e-4, atol=1e-4)
+    other_seed = dataclasses.replace(walk, seed=walk.seed + 1)
+    assert max_difference(walk_latents(components, other_seed)[0], latents) > 1e-2
+
+
+@torch.inference_mode()
+def test_init_image_encode_in_reduced_precision_that_gives_nan_is_done_again_in_float32(components, monkeypatch):
+    vae = copy.deepcopy(components.vae).to(torch.bfloat16)
+    pixels = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    reference = encode_image(copy.deepcopy(vae).to(torch.float32), pixels)  # the same bf16-rounded weights
+    real_encode = type(vae).encode
+    calls = []
+
+    def overflowing_encode(self, x, *args, **kwargs):
+        calls.append(self.dtype)
+        output = real_encode(self, x, *args, **kwargs)
+        if self.dtype != torch.float32:  # what fp16 overflow looks like
+            output.latent_dist.mean.fill_(float("nan"))
+        return output
+
+    monkeypatch.setattr(type(vae), "encode", overflowing_encode)
+    latents = encode_image(vae, pixels)
+    assert calls == [torch.bfloat16, torch.float32]
+    assert latents.dtype == torch.bfloat16 and vae.dtype == torch.bfloat16
+    torch.testing.assert_close(latents, reference.to(torch.bfloat16), rtol=0, atol=0)
 
 
 @torch.inference_mode()

@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from animate import KeyframePlan, animate, settings_from_inputs
+from animate import InputError, KeyframePlan, animate, settings_from_inputs
 from animate.pipeline import keyframe_embeddings, walk_embedding
 from animate.progress import STAGES, Progress
 from animate.safety import UnsafeContentError
+from animate.schedulers import SCHEDULER_NAMES
 from animate.settings import INPUT_DEFAULTS
 from animate.text import encode_prompts
 
@@ -237,3 +238,126 @@ def test_frame_progress_is_logged_about_ten_times(capsys):
         progress.step("inbetweens", done, 46, "FILM")  # again, as before a FILM call
     lines = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
     assert lines == [f"in-betweens: {done}/46 frames (FILM)" for done in (4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 46)]
+
+
+def file_bytes(paths):
+    return {path.name: path.read_bytes() for path in paths}
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+def test_same_seed_gives_the_same_bytes_with_every_scheduler_whatever_torchs_global_seed(
+    components, tmp_path, scheduler
+):
+    """Euler ancestral draws noise at every step (and Euler draws some it does not use):
+    all of it comes from the seed, none from torch's global generator."""
+    def run(name, seed, global_seed):
+        torch.manual_seed(global_seed)
+        walk = settings(scheduler=scheduler, seed=seed, intermediate_output=True)
+        return file_bytes(animate(components, walk, tmp_path / name))
+
+    first = run("a", 42, global_seed=0)
+    assert run("b", 42, global_seed=1) == first
+    assert run("c", 43, global_seed=0)["animation.gif"] != first["animation.gif"]
+
+
+def test_the_sampler_is_logged_once_and_pndm_by_name_is_the_default(components, tmp_path, capsys):
+    default = file_bytes(animate(components, settings(intermediate_output=True), tmp_path / "default"))
+    log = capsys.readouterr().out
+    assert len(re.findall(r"\] Sampler: ", log)) == 1
+    assert "] Sampler: PNDMScheduler (default)\n" in log
+    by_name = file_bytes(animate(components, settings(scheduler="PNDM", intermediate_output=True), tmp_path / "pndm"))
+    assert "] Sampler: PNDMScheduler (PNDM)\n" in capsys.readouterr().out
+    assert by_name == default
+    euler = file_bytes(animate(components, settings(scheduler="K_EULER", intermediate_output=True), tmp_path / "euler"))
+    assert "] Sampler: EulerDiscreteScheduler (K_EULER)\n" in capsys.readouterr().out
+    assert euler["animation.gif"] != default["animation.gif"]
+
+
+def test_a_bad_init_image_fails_the_walk_before_any_model_runs(components, tmp_path):
+    not_a_picture = tmp_path / "notes.png"
+    not_a_picture.write_text("just some text")
+    calls = []
+    hooks = [
+        model.register_forward_pre_hook(lambda module, args, name=name: calls.append(name))
+        for name, model in [("unet", components.unet), ("text", components.text_encoder), ("vae", components.vae)]
+    ]
+    output_dir = tmp_path / "out"
+    try:
+        with pytest.raises(InputError, match=r"^init_image is a 14-byte file that is not a picture"):
+            list(animate(components, settings(init_image=not_a_picture), output_dir))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == []
+    assert list(output_dir.iterdir()) == []
+
+
+def test_a_walk_from_an_init_image_runs_no_shared_steps_and_reports_every_stage(components, tmp_path, capsys):
+    picture = tmp_path / "start.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(picture)
+    progress = StepRecorder()
+    unet_samples = []
+    hook = components.unet.register_forward_pre_hook(lambda module, args: unet_samples.append(args[0].shape[0]))
+    try:
+        walk = settings(init_image=picture, prompt_strength=0.5, num_animation_frames=3)  # K = 5, n_shared = 2
+        outputs = list(animate(components, walk, tmp_path / "out", progress=progress))
+    finally:
+        hook.remove()
+    assert [path.name for path in outputs] == ["animation.gif"]
+    # The shared start is the picture, noised: a stage with no steps, timed like any other.
+    assert set(progress.seconds) == set(STAGES)
+    assert [name for name, _ in progress.steps if name == "shared_denoise"] == []
+    # PNDM: 5 calls for 4 steps, 2 skipped; batches of 4 and 1 keyframes, the first step's
+    # unconditional half once for all.
+    assert unet_samples == [1, 4, 8, 8, 1, 2, 2]
+    # The keyframes start at the step the picture was noised to (2 of PNDM's 5 calls: step 1).
+    assert progress.steps[0] == ("keyframe_denoise", 1)
+    log = capsys.readouterr().out.splitlines()
+    read = log.index("init_image: 80x48 PNG (RGB), scaled and cropped to 64x64")
+    assert read < next(index for index, line in enumerate(log) if "] text took" in line)
+    assert any(line.endswith("] shared start: from init_image, noised to step 1/4") for line in log)
+
+
+def test_prompt_strength_0_from_an_init_image_logs_that_no_steps_run(components, tmp_path, capsys):
+    picture = tmp_path / "start.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(picture)
+    outputs = list(animate(components, settings(init_image=picture, prompt_strength=0.0), tmp_path / "out"))
+    assert [path.name for path in outputs] == ["animation.gif"]
+    assert "] shared start: from init_image, as it is, no steps to run\n" in capsys.readouterr().out
+
+
+def test_disable_safety_checker_skips_a_checker_that_would_flag(components, tmp_path, capsys, make_safety_checker):
+    checker, processor = make_safety_checker(threshold=-2.0)  # flags every image
+    guarded = dataclasses.replace(components, safety_checker=checker, feature_extractor=processor)
+    outputs = list(animate(guarded, settings(disable_safety_checker=True, intermediate_output=True), tmp_path / "a"))
+    assert [path.name for path in outputs][-1] == "animation.gif" and len(outputs) == 4
+    log = capsys.readouterr().out
+    assert log.count("] safety check: skipped, as disable_safety_checker asks\n") == 1
+    # Without a checker there is nothing to skip, and nothing is said.
+    list(animate(components, settings(disable_safety_checker=True), tmp_path / "b"))
+    assert "safety check" not in capsys.readouterr().out
+    with pytest.raises(UnsafeContentError):
+        list(animate(guarded, settings(), tmp_path / "c"))
+
+
+def test_a_negative_prompt_changes_the_keyframes_and_a_long_one_is_cut_and_logged(components, tmp_path, capsys):
+    plain = file_bytes(animate(components, settings(intermediate_output=True), tmp_path / "plain"))
+    negative = file_bytes(
+        animate(components, settings(negative_prompt="x " * 100, intermediate_output=True), tmp_path / "negative")
+    )
+    assert negative["keyframe-000.png"] != plain["keyframe-000.png"]
+    log = capsys.readouterr().out
+    assert "The negative prompt is 102 tokens long and the text encoder reads 77, so its last 25 tokens were cut" in log
+    assert "Prompt 4" not in log
+
+
+class StepRecorder(Progress):
+    """Records the (stage, steps done) reported, and logs as the base class."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def step(self, name, done, total, detail=""):
+        super().step(name, done, total, detail)
+        self.steps.append((name, done))

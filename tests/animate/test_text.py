@@ -20,6 +20,27 @@ def test_each_prompt_encoded_once_with_the_empty_prompt(components):
     torch.testing.assert_close(empty, components.text_encoder(ids)[0], rtol=1e-5, atol=1e-5)
 
 
+def test_the_negative_prompt_takes_the_empty_prompts_place(components):
+    prompts = ["a cat", "a dog"]
+    embeddings, empty = encode_prompts(components.tokenizer, components.text_encoder, prompts)
+    same, also_empty = encode_prompts(components.tokenizer, components.text_encoder, prompts, "")
+    assert torch.equal(same, embeddings) and torch.equal(also_empty, empty)  # "" is exactly as before
+    with_negative, negative = encode_prompts(components.tokenizer, components.text_encoder, prompts, "blurry, dark")
+    assert negative.shape == empty.shape and not torch.allclose(negative, empty)
+    torch.testing.assert_close(with_negative, embeddings)
+    ids = components.tokenizer(["blurry, dark"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    torch.testing.assert_close(negative, components.text_encoder(ids)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_long_negative_prompt_is_truncated_and_the_log_names_it(components, capsys):
+    _, negative = encode_prompts(components.tokenizer, components.text_encoder, ["a cat", "a dog"], "x " * 100)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "cut" in line]
+    assert len(lines) == 1
+    assert lines[0].startswith("The negative prompt is 102 tokens long and the text encoder reads 77, so its last 25")
+    _, longer = encode_prompts(components.tokenizer, components.text_encoder, ["a cat", "a dog"], "x " * 200)
+    torch.testing.assert_close(longer, negative)
+
+
 def test_long_prompt_is_truncated_and_the_log_says_which(components, capsys):
     long_prompt = "x " * 100  # 100 words: far more than 77 tokens
     embeddings, _ = encode_prompts(components.tokenizer, components.text_encoder, ["short", long_prompt.strip()])
