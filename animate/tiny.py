@@ -1,11 +1,20 @@
 """Tiny random-weight models in the real weights layout, for tests and the demo.
 
-`python -m animate.tiny [OUT_DIR]` (OUT_DIR: weights/tiny unless given) writes, in seconds
-and the same bytes every time:
+`python -m animate.tiny [--kind sd|sd2|sdxl] [OUT_DIR]` writes, in seconds and the same
+bytes every time:
 
     OUT_DIR/stable-diffusion/   diffusers layout of a tiny Stable Diffusion (UNet, VAE with
                                 the real 8x downsampling and 4 latent channels, CLIP text
-                                encoder, byte-level CLIP tokenizer, the SD 1.5 scheduler)
+                                encoder, byte-level CLIP tokenizer), of the kind asked for:
+                                  sd    like SD 1.5, its scheduler (the default; OUT_DIR
+                                        weights/tiny unless given)
+                                  sd2   like SD 2.1: v-prediction, its DDIM scheduler, a
+                                        tokenizer that pads with "!", a GELU text encoder
+                                        (weights/tiny-sd2)
+                                  sdxl  like SDXL base: two text encoders (the second with
+                                        a projection) and tokenizers, a UNet conditioned on
+                                        both and on the pooled embedding and image sizes,
+                                        SDXL's Euler scheduler (weights/tiny-sdxl)
     OUT_DIR/film_net/film_net_style.safetensors   a tiny FILM (film_net.TINY_OPTIONS)
 
 They load through animate.load_components exactly like the real weights. There is no
@@ -18,8 +27,16 @@ import sys
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 import film_net
 
@@ -42,6 +59,51 @@ SD15_SCHEDULER = dict(
     set_alpha_to_one=False,
     steps_offset=1,
 )
+
+# The Stable Diffusion 2.1 (768x768, v-prediction) and SDXL base 1.0 scheduler
+# configurations, as their scheduler_config.json files have them (for DDIMScheduler and
+# EulerDiscreteScheduler). Built with from_config, which keeps the keys the class does not
+# take in its config, for the schedulers built from it (PNDM needs skip_prk_steps, DDIM
+# set_alpha_to_one and clip_sample).
+SD21_SCHEDULER = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    trained_betas=None,
+    clip_sample=False,
+    set_alpha_to_one=False,
+    skip_prk_steps=True,
+    steps_offset=1,
+    prediction_type="v_prediction",
+)
+SDXL_SCHEDULER = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    trained_betas=None,
+    clip_sample=False,
+    sample_max_value=1.0,
+    set_alpha_to_one=False,
+    skip_prk_steps=True,
+    steps_offset=1,
+    prediction_type="epsilon",
+    interpolation_type="linear",
+    use_karras_sigmas=False,
+    timestep_spacing="leading",
+)
+
+# The tiny SDXL's second text encoder: wider than the first, with a projection of another
+# width, so that a mix-up of the two (or of hidden size and projection) changes a shape.
+TEXT_WIDTH_2 = 48
+POOLED_WIDTH = 40
+# SDXL's UNet embeds each of its 6 size numbers (original size, crop corner, target size)
+# in this many channels (256 in SDXL).
+TIME_EMBED_WIDTH = 8
+SDXL_VAE_SCALING_FACTOR = 0.13025
+# Seeds of the models that only the other kinds have (SEED..SEED + 3 are taken).
+SEED_TEXT_ENCODER_2 = SEED + 4
 
 
 def byte_unicode_chars() -> list[str]:
@@ -67,8 +129,12 @@ def tiny_tokenizer_vocab() -> dict[str, int]:
     return {token: index for index, token in enumerate(tokens)}
 
 
-def write_tokenizer(directory: Path) -> CLIPTokenizer:
-    """Write vocab.json + merges.txt (no merges) like the real SD tokenizer folder; load it back."""
+def write_tokenizer(directory: Path, pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
+    """Write vocab.json + merges.txt (no merges) like the real SD tokenizer folder; load it back.
+
+    pad_token: SD 1.x pads with the end-of-text token; SD 2.x and SDXL's second tokenizer
+    (OpenCLIP's) pad with "!".
+    """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.json").write_text(json.dumps(tiny_tokenizer_vocab(), ensure_ascii=False))
     (directory / "merges.txt").write_text("#version: 0.2\n")
@@ -79,7 +145,7 @@ def write_tokenizer(directory: Path) -> CLIPTokenizer:
                 "model_max_length": MAX_TOKENS,
                 "bos_token": "<|startoftext|>",
                 "eos_token": "<|endoftext|>",
-                "pad_token": "<|endoftext|>",
+                "pad_token": pad_token,
                 "unk_token": "<|endoftext|>",
                 "do_lower_case": True,
             },
@@ -89,26 +155,46 @@ def write_tokenizer(directory: Path) -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(directory, local_files_only=True)
 
 
-def tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
-    """A 2-layer CLIP text encoder of width TEXT_WIDTH over the tiny vocabulary."""
-    torch.manual_seed(SEED)
-    config = CLIPTextConfig(
+def tiny_text_config(
+    tokenizer: CLIPTokenizer,
+    width: int = TEXT_WIDTH,
+    projection_width: int = TEXT_WIDTH,
+    hidden_act: str = "quick_gelu",
+) -> CLIPTextConfig:
+    """A 2-layer CLIP text encoder of `width` over the tiny vocabulary (quick_gelu as
+    OpenAI's CLIP, gelu as OpenCLIP's in SD 2.x and SDXL's second encoder)."""
+    return CLIPTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=TEXT_WIDTH,
-        intermediate_size=64,
+        hidden_size=width,
+        intermediate_size=2 * width,
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=MAX_TOKENS,
+        hidden_act=hidden_act,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        projection_dim=TEXT_WIDTH,
+        projection_dim=projection_width,
     )
-    return CLIPTextModel(config).eval()
 
 
-def tiny_unet() -> UNet2DConditionModel:
-    """A three-level UNet conditioned on TEXT_WIDTH-wide text embeddings.
+def tiny_text_encoder(tokenizer: CLIPTokenizer, hidden_act: str = "quick_gelu") -> CLIPTextModel:
+    """A 2-layer CLIP text encoder of width TEXT_WIDTH over the tiny vocabulary."""
+    torch.manual_seed(SEED)
+    return CLIPTextModel(tiny_text_config(tokenizer, hidden_act=hidden_act)).eval()
+
+
+def tiny_text_encoder_with_projection(tokenizer: CLIPTokenizer) -> CLIPTextModelWithProjection:
+    """SDXL's second encoder at toy size: width TEXT_WIDTH_2, GELU, and a projection of the
+    end-of-text token's state to POOLED_WIDTH (the pooled embedding)."""
+    torch.manual_seed(SEED_TEXT_ENCODER_2)
+    config = tiny_text_config(tokenizer, TEXT_WIDTH_2, POOLED_WIDTH, hidden_act="gelu")
+    return CLIPTextModelWithProjection(config).eval()
+
+
+def tiny_unet(cross_attention_dim: int = TEXT_WIDTH, **sdxl_conditioning) -> UNet2DConditionModel:
+    """A three-level UNet conditioned on text embeddings `cross_attention_dim` wide
+    (sdxl_conditioning: the extra arguments of SDXL's UNet, see tiny_sdxl_unet).
 
     Attention only at the coarsest level (1/4 of the latent size): at full latent
     resolution a 512x512 image means 4096-token self-attention, which made the tiny model
@@ -123,9 +209,10 @@ def tiny_unet() -> UNet2DConditionModel:
         layers_per_block=1,
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_WIDTH,
+        cross_attention_dim=cross_attention_dim,
         attention_head_dim=8,
         norm_num_groups=16,
+        **sdxl_conditioning,
     ).eval()
     with torch.no_grad():
         for name, module in unet.named_modules():
@@ -134,7 +221,19 @@ def tiny_unet() -> UNet2DConditionModel:
     return unet
 
 
-def tiny_vae() -> AutoencoderKL:
+def tiny_sdxl_unet() -> UNet2DConditionModel:
+    """The tiny UNet with SDXL's conditioning: cross-attention to both encoders' states side
+    by side, and ("text_time") an embedding of the pooled text embedding with the 6 size
+    numbers added to the timestep embedding."""
+    return tiny_unet(
+        cross_attention_dim=TEXT_WIDTH + TEXT_WIDTH_2,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TIME_EMBED_WIDTH,
+        projection_class_embeddings_input_dim=6 * TIME_EMBED_WIDTH + POOLED_WIDTH,
+    )
+
+
+def tiny_vae(**sdxl_config) -> AutoencoderKL:
     """Four blocks, three downsamplings: latents are (4, H/8, W/8) like the real VAE.
 
     No mid-block attention: it would attend over every latent pixel, the slowest part of a
@@ -152,6 +251,7 @@ def tiny_vae() -> AutoencoderKL:
         norm_num_groups=8,
         sample_size=64,
         mid_block_add_attention=False,
+        **sdxl_config,
     ).eval()
     with torch.no_grad():
         vae.decoder.conv_out.weight.mul_(VAE_OUTPUT_GAIN)
@@ -166,10 +266,50 @@ def write_tiny_stable_diffusion(directory: Path) -> None:
         text_encoder=tiny_text_encoder(tokenizer),
         tokenizer=tokenizer,
         unet=tiny_unet(),
-        scheduler=PNDMScheduler(**SD15_SCHEDULER),
+        # SD 1.5's scheduler_config.json also sets clip_sample, which PNDM does not take but
+        # from_config keeps, for the schedulers built from it (DDIM would clip otherwise).
+        scheduler=PNDMScheduler.from_config(dict(SD15_SCHEDULER, clip_sample=False)),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(directory, safe_serialization=True)
+
+
+def write_tiny_stable_diffusion_2(directory: Path) -> None:
+    """The tiny SD with what SD 2.1 changes: v-prediction (its DDIM scheduler), padding
+    with "!", a GELU text encoder."""
+    tokenizer = write_tokenizer(directory / "tokenizer", pad_token="!")
+    pipeline = StableDiffusionPipeline(
+        vae=tiny_vae(),
+        text_encoder=tiny_text_encoder(tokenizer, hidden_act="gelu"),
+        tokenizer=tokenizer,
+        unet=tiny_unet(),
+        scheduler=DDIMScheduler.from_config(SD21_SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(directory, safe_serialization=True)
+
+
+def write_tiny_stable_diffusion_xl(directory: Path) -> None:
+    """The tiny SDXL in diffusers layout, as SDXL base ships it: no safety checker, and an
+    empty negative prompt means zero embeddings (force_zeros_for_empty_prompt). Its VAE is
+    configured like the fp16-safe SDXL VAE that script/download-weights fetches (no
+    force_upcast)."""
+    tokenizer = write_tokenizer(directory / "tokenizer")
+    tokenizer_2 = write_tokenizer(directory / "tokenizer_2", pad_token="!")
+    pipeline = StableDiffusionXLPipeline(
+        vae=tiny_vae(scaling_factor=SDXL_VAE_SCALING_FACTOR, force_upcast=False),
+        text_encoder=tiny_text_encoder(tokenizer),
+        text_encoder_2=tiny_text_encoder_with_projection(tokenizer_2),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=tiny_sdxl_unet(),
+        scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER),
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
     )
     pipeline.save_pretrained(directory, safe_serialization=True)
 
@@ -181,12 +321,31 @@ def write_tiny_film(path: Path) -> None:
     film_net.save(film_net.FilmNet(film_net.TINY_OPTIONS).eval(), path)
 
 
-def write_tiny_weights(out_dir: str | Path) -> Path:
-    """Write the whole tiny weights directory (see the module docstring); returns it."""
+def write_weights_directory(out_dir: str | Path, write_stable_diffusion) -> Path:
+    """out_dir/stable-diffusion by write_stable_diffusion, and the tiny FILM; returns out_dir."""
     out_dir = Path(out_dir)
-    write_tiny_stable_diffusion(out_dir / "stable-diffusion")
+    write_stable_diffusion(out_dir / "stable-diffusion")
     write_tiny_film(out_dir / "film_net" / "film_net_style.safetensors")
     return out_dir
+
+
+def write_tiny_weights(out_dir: str | Path) -> Path:
+    """Write the whole tiny weights directory, SD 1.x kind (see the module docstring); returns it."""
+    return write_weights_directory(out_dir, write_tiny_stable_diffusion)
+
+
+def write_tiny_sd2_weights(out_dir: str | Path) -> Path:
+    """The tiny weights directory of the SD 2.x kind (v-prediction); returns it."""
+    return write_weights_directory(out_dir, write_tiny_stable_diffusion_2)
+
+
+def write_tiny_sdxl_weights(out_dir: str | Path) -> Path:
+    """The tiny weights directory of the SDXL kind; returns it."""
+    return write_weights_directory(out_dir, write_tiny_stable_diffusion_xl)
+
+
+# Where `python -m animate.tiny --kind KIND` writes without an OUT_DIR.
+DEFAULT_OUT_DIRS = {"sd": "weights/tiny", "sd2": "weights/tiny-sd2", "sdxl": "weights/tiny-sdxl"}
 
 
 def main(argv: list[str]) -> int:
@@ -194,11 +353,17 @@ def main(argv: list[str]) -> int:
         prog="python -m animate.tiny", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "out_dir", nargs="?", default="weights/tiny", metavar="OUT_DIR",
-        help="folder to write the tiny weights into (default: weights/tiny)",
+        "out_dir", nargs="?", default=None, metavar="OUT_DIR",
+        help="folder to write the tiny weights into (default: weights/tiny, weights/tiny-sd2 or weights/tiny-sdxl)",
+    )
+    parser.add_argument(
+        "--kind", choices=list(DEFAULT_OUT_DIRS), default="sd",
+        help="which kind of Stable Diffusion: sd (SD 1.x, the default), sd2 (v-prediction) or sdxl",
     )
     arguments = parser.parse_args(argv)
-    out_dir = write_tiny_weights(arguments.out_dir)
+    # Looked up here, not at import, so that a test can replace a writer.
+    writers = {"sd": write_tiny_weights, "sd2": write_tiny_sd2_weights, "sdxl": write_tiny_sdxl_weights}
+    out_dir = writers[arguments.kind](arguments.out_dir or DEFAULT_OUT_DIRS[arguments.kind])
     print(f"Wrote tiny weights to {out_dir}", flush=True)
     return 0
 

@@ -1,0 +1,54 @@
+"""The tiny SD 2.x and SDXL weights: the same bytes every time, and real checkpoints of their
+kind for diffusers' own pipelines. (The default SD 1.x kind: tests/animate/test_weights.py.)"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+from animate import tiny
+from tests.animate.test_weights import digests
+
+WRITERS = {"sd2": tiny.write_tiny_sd2_weights, "sdxl": tiny.write_tiny_sdxl_weights}
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_tiny_weights_of_each_kind_are_the_same_bytes_every_time(tmp_path, kind):
+    first = digests(WRITERS[kind](tmp_path / "first"))
+    assert first == digests(WRITERS[kind](tmp_path / "second"))
+    assert "film_net/film_net_style.safetensors" in first
+    assert not any(name.endswith((".bin", ".pt", ".pth", ".ckpt")) for name in first)
+    if kind == "sdxl":
+        for folder in ("text_encoder_2/model.safetensors", "tokenizer_2/vocab.json", "tokenizer_2/merges.txt"):
+            assert f"stable-diffusion/{folder}" in first
+
+
+def test_each_kind_goes_to_its_own_folder_by_default(tmp_path, monkeypatch):
+    written = []  # where main() would write; nothing is written
+    for name in ("write_tiny_weights", "write_tiny_sd2_weights", "write_tiny_sdxl_weights"):
+        monkeypatch.setattr(tiny, name, lambda out_dir, name=name: written.append((name, out_dir)) or Path(out_dir))
+    for argv in (["--kind", "sd"], ["--kind", "sd2"], ["--kind", "sdxl"], ["--kind", "sdxl", str(tmp_path)]):
+        assert tiny.main(argv) == 0
+    assert written == [
+        ("write_tiny_weights", "weights/tiny"),
+        ("write_tiny_sd2_weights", "weights/tiny-sd2"),
+        ("write_tiny_sdxl_weights", "weights/tiny-sdxl"),
+        ("write_tiny_sdxl_weights", str(tmp_path)),
+    ]
+
+
+@pytest.mark.parametrize(
+    "kind, pipeline_class", [("sd2", StableDiffusionPipeline), ("sdxl", StableDiffusionXLPipeline)]
+)
+def test_diffusers_runs_the_tiny_weights_as_its_own_pipeline(tmp_path, kind, pipeline_class):
+    folder = WRITERS[kind](tmp_path / kind) / "stable-diffusion"
+    pipeline = pipeline_class.from_pretrained(folder, local_files_only=True)
+    pipeline.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(0)
+    images = pipeline(
+        "a red apple", num_inference_steps=2, height=64, width=64, output_type="np", generator=generator
+    ).images
+    assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()
+    assert images.std() > 0.01  # an image, not a flat colour
