@@ -3,8 +3,14 @@
 Layout (the same for real and tiny weights):
     <weights_dir>/stable-diffusion/   diffusers layout: model_index.json, unet/, vae/,
                                       text_encoder/, tokenizer/, scheduler/,
-                                      [safety_checker/, feature_extractor/]
+                                      [safety_checker/, feature_extractor/],
+                                      and for SDXL text_encoder_2/, tokenizer_2/
     <weights_dir>/film_net/film_net_style.safetensors
+
+model_index.json's `_class_name` says the kind: StableDiffusionPipeline (SD 1.x and 2.x;
+epsilon or v-prediction, as scheduler_config.json says) or StableDiffusionXLPipeline (SDXL
+base: a second text encoder with a projection, whose pooled embedding and the image sizes
+condition the UNet besides the per-token embeddings of both encoders).
 """
 
 import json
@@ -64,7 +70,12 @@ from diffusers.pipelines.stable_diffusion.safety_checker import (  # noqa: E402
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: E402
 from safetensors import safe_open  # noqa: E402
-from transformers import CLIPImageProcessorPil, CLIPTextModel, CLIPTokenizer  # noqa: E402
+from transformers import (  # noqa: E402
+    CLIPImageProcessorPil,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
 
 import film_net  # noqa: E402
 
@@ -75,6 +86,10 @@ HOW_TO_GET_WEIGHTS = (
     "`python -m animate.tiny weights/tiny` and set ANIMATE_WEIGHTS=weights/tiny"
 )
 
+
+# The pipeline classes of model_index.json this package runs, and the kind each one is.
+KINDS = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
+KIND_NAMES = {"sd": "Stable Diffusion 1.x/2.x", "sdxl": "SDXL"}
 
 # How much of a library's error message a WeightsError quotes (some list every tensor).
 ERROR_DETAIL_CHARS = 200
@@ -94,7 +109,13 @@ def describe(error: BaseException) -> str:
 
 @dataclass
 class Components:
-    """Everything the walk runs, loaded once per process by setup() and shared by every prediction."""
+    """Everything the walk runs, loaded once per process by setup() and shared by every prediction.
+
+    kind: "sd" (SD 1.x/2.x) or "sdxl", from model_index.json. text_encoder_2 and
+    tokenizer_2 are SDXL's second encoder and its tokenizer (None for "sd").
+    force_zeros_for_empty_prompt: SDXL's rule (model_index.json) that an empty negative
+    prompt is zero embeddings rather than the embeddings of "".
+    """
 
     tokenizer: CLIPTokenizer
     text_encoder: CLIPTextModel
@@ -106,6 +127,16 @@ class Components:
     film: film_net.FilmNet | None
     device: torch.device
     dtype: torch.dtype
+    kind: str = "sd"
+    text_encoder_2: CLIPTextModelWithProjection | None = None
+    tokenizer_2: CLIPTokenizer | None = None
+    force_zeros_for_empty_prompt: bool = False
+
+    def summary(self) -> str:
+        """What was loaded, for setup's log: e.g. "SDXL (StableDiffusionXLPipeline), prediction type epsilon"."""
+        class_name = next(name for name, kind in KINDS.items() if kind == self.kind)
+        prediction = self.scheduler.config.get("prediction_type", "epsilon")
+        return f"{KIND_NAMES[self.kind]} ({class_name}), prediction type {prediction}"
 
 
 def require(path: Path) -> Path:
@@ -119,8 +150,10 @@ def weight_file(folder: Path, stem: str) -> tuple[Path, str | None]:
     """The safetensors file of a component folder and its diffusers variant.
 
     Prefers `<stem>.fp16.safetensors` (what script/download-weights fetches) over
-    `<stem>.safetensors`; raises WeightsError when neither exists.
+    `<stem>.safetensors`; raises WeightsError naming the folder when it is missing, else
+    the file, when neither exists.
     """
+    require(folder)
     require(folder / "config.json")
     half = folder / f"{stem}.fp16.safetensors"
     if half.exists():
@@ -177,6 +210,26 @@ def read_json(path: Path) -> dict:
     return content
 
 
+def checkpoint_kind(sd_dir: Path) -> tuple[str, dict]:
+    """The kind ("sd" or "sdxl") of the checkpoint in sd_dir, and its model_index.json;
+    WeightsError, naming the class found and those supported, for any other pipeline."""
+    index_path = sd_dir / "model_index.json"
+    index = read_json(index_path)
+    class_name = index.get("_class_name")
+    if not class_name:
+        raise WeightsError(
+            f"Model file {index_path} is corrupt (it names no pipeline class in _class_name): "
+            f"delete it and fetch the weights again ({HOW_TO_GET_WEIGHTS})."
+        )
+    if class_name not in KINDS:
+        raise WeightsError(
+            f"{index_path} names the pipeline {class_name}, which this model cannot run: it runs "
+            f"{' and '.join(KINDS)} checkpoints (SD 1.x, 2.x and SDXL base, in diffusers layout), "
+            f"so {HOW_TO_GET_WEIGHTS}."
+        )
+    return KINDS[class_name], index
+
+
 def load_scheduler(folder: Path) -> SchedulerMixin:
     """The scheduler class named in scheduler_config.json, with that configuration."""
     config_path = folder / "scheduler_config.json"
@@ -203,6 +256,7 @@ def load_tokenizer(folder: Path) -> CLIPTokenizer:
     The tokenizer libraries report a corrupt file as a bare decoding error without its
     name, so each JSON file is read once here first.
     """
+    require(folder)
     require(folder / "vocab.json")
     require(folder / "merges.txt")
     for name in TOKENIZER_JSON_FILES:
@@ -241,6 +295,39 @@ def load_safety_checker(
     return checker, processor
 
 
+def vae_dtype(kind: str, vae_folder: Path, dtype: torch.dtype) -> torch.dtype:
+    """float32 for an SDXL VAE that asks for it in fp16 (force_upcast, as diffusers' SDXL
+    pipeline reads it: SDXL's own VAE overflows in fp16), else dtype.
+
+    SD 1.x/2.x VAEs run in dtype whatever their config says: diffusers' SD pipeline ignores
+    force_upcast (which defaults to true), and so does this.
+    """
+    if kind != "sdxl" or dtype != torch.float16:
+        return dtype
+    force_upcast = read_json(require(vae_folder) / "config.json").get("force_upcast", True)
+    return torch.float32 if force_upcast else dtype
+
+
+def check_sdxl_shapes(
+    sd_dir: Path, unet: UNet2DConditionModel, text_encoder: CLIPTextModel, text_encoder_2: CLIPTextModelWithProjection
+) -> None:
+    """WeightsError when SDXL's UNet does not take what its encoders give: both encoders'
+    per-token states side by side, and the pooled embedding with 6 size numbers (a refiner
+    UNet, or pieces of two checkpoints, would fail only in the first prediction)."""
+    given = (
+        text_encoder.config.hidden_size + text_encoder_2.config.hidden_size,
+        6 * (unet.config.addition_time_embed_dim or 0) + text_encoder_2.config.projection_dim,
+    )
+    # An SD 1.x/2.x UNet has no added embeddings: None in its config.
+    expected = (unet.config.cross_attention_dim, unet.config.projection_class_embeddings_input_dim or 0)
+    if expected != given:
+        raise WeightsError(
+            f"The SDXL UNet in {sd_dir / 'unet'} takes text embeddings {expected[0]} wide and added "
+            f"embeddings {expected[1]} wide, but its text encoders give {given[0]} and {given[1]}, so its "
+            f"pieces come from different checkpoints: fetch the weights again ({HOW_TO_GET_WEIGHTS})."
+        )
+
+
 def load_film(weights_dir: Path, device: torch.device, dtype: torch.dtype) -> film_net.FilmNet:
     path = require(weights_dir / FILM_FILE)
     check_safetensors(path)
@@ -271,21 +358,29 @@ def place_vae(vae: AutoencoderKL, device: torch.device) -> AutoencoderKL:
 
 
 def load_components(weights_dir: str | Path, device: str | torch.device, dtype: torch.dtype) -> Components:
-    """Load every model of the walk from weights_dir onto device in dtype (fp16 on CUDA).
+    """Load every model of the walk from weights_dir onto device in dtype (fp16 on CUDA):
+    an SD 1.x/2.x or an SDXL checkpoint, as its model_index.json says.
 
     Raises WeightsError, in one sentence naming the path and the fix, when something is
-    missing or unreadable.
+    missing or unreadable, or the checkpoint is of another kind.
     """
     weights_dir = require(Path(weights_dir))
     device = torch.device(device)
     sd_dir = require(weights_dir / STABLE_DIFFUSION_DIR)
-    require(sd_dir / "model_index.json")
+    kind, index = checkpoint_kind(sd_dir)
 
     tokenizer = load_tokenizer(sd_dir / "tokenizer")
     scheduler = load_scheduler(sd_dir / "scheduler")
     text_encoder = load_model(CLIPTextModel, sd_dir / "text_encoder", "model", dtype)
+    tokenizer_2 = text_encoder_2 = None
+    if kind == "sdxl":
+        tokenizer_2 = load_tokenizer(sd_dir / "tokenizer_2")
+        text_encoder_2 = load_model(CLIPTextModelWithProjection, sd_dir / "text_encoder_2", "model", dtype)
+        text_encoder_2 = text_encoder_2.to(device).eval()
     unet = load_model(UNet2DConditionModel, sd_dir / "unet", "diffusion_pytorch_model", dtype)
-    vae = load_model(AutoencoderKL, sd_dir / "vae", "diffusion_pytorch_model", dtype)
+    if kind == "sdxl":
+        check_sdxl_shapes(sd_dir, unet, text_encoder, text_encoder_2)
+    vae = load_model(AutoencoderKL, sd_dir / "vae", "diffusion_pytorch_model", vae_dtype(kind, sd_dir / "vae", dtype))
     safety_checker, feature_extractor = load_safety_checker(sd_dir, device, dtype)
     film = load_film(weights_dir, device, dtype)
     return Components(
@@ -299,4 +394,9 @@ def load_components(weights_dir: str | Path, device: str | torch.device, dtype: 
         film=film,
         device=device,
         dtype=dtype,
+        kind=kind,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        # diffusers' default for SDXL when model_index.json does not say.
+        force_zeros_for_empty_prompt=kind == "sdxl" and bool(index.get("force_zeros_for_empty_prompt", True)),
     )

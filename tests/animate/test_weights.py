@@ -1,4 +1,5 @@
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -6,8 +7,15 @@ import sys
 import pytest
 import torch
 
-from animate.tiny import tiny_tokenizer_vocab, write_tiny_weights
-from animate.weights import Components, WeightsError, load_components
+from animate.tiny import (
+    SD21_SCHEDULER,
+    SDXL_SCHEDULER,
+    tiny_tokenizer_vocab,
+    write_tiny_sd2_weights,
+    write_tiny_sdxl_weights,
+    write_tiny_weights,
+)
+from animate.weights import HOW_TO_GET_WEIGHTS, Components, WeightsError, load_components
 from tests.conftest import REPO_ROOT
 
 
@@ -216,3 +224,143 @@ def test_loading_and_building_weights_print_no_torchvision_notice(tiny_weights, 
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "CLIPImageProcessorPil"
     assert "torchvision" not in result.stdout + result.stderr
+
+
+# The other kinds: SD 2.x (v-prediction) and SDXL, and the checkpoints that are neither.
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl_weights(tmp_path_factory):
+    return write_tiny_sdxl_weights(tmp_path_factory.mktemp("weights") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="module")
+def tiny_sd2_weights(tmp_path_factory):
+    return write_tiny_sd2_weights(tmp_path_factory.mktemp("weights") / "tiny-sd2")
+
+
+def test_sdxl_loads_with_both_encoders(tiny_sdxl_weights):
+    components = load_components(tiny_sdxl_weights, "cpu", torch.float32)
+    assert components.kind == "sdxl"
+    assert components.summary() == "SDXL (StableDiffusionXLPipeline), prediction type epsilon"
+    assert type(components.text_encoder).__name__ == "CLIPTextModel"
+    assert type(components.text_encoder_2).__name__ == "CLIPTextModelWithProjection"
+    assert components.text_encoder_2.device == torch.device("cpu") and not components.text_encoder_2.training
+    assert components.tokenizer.pad_token == "<|endoftext|>" and components.tokenizer_2.pad_token == "!"
+    assert components.force_zeros_for_empty_prompt
+    assert components.safety_checker is None and components.film is not None  # SDXL base ships no checker
+    assert type(components.scheduler).__name__ == "EulerDiscreteScheduler"
+    # SDXL's scheduler_config.json, with the keys Euler does not take (other schedulers do).
+    assert {key: components.scheduler.config[key] for key in SDXL_SCHEDULER} == SDXL_SCHEDULER
+    unet = components.unet.config
+    assert unet.addition_embed_type == "text_time"
+    widths = components.text_encoder.config.hidden_size, components.text_encoder_2.config.hidden_size
+    assert unet.cross_attention_dim == sum(widths) and widths[0] != widths[1]
+    assert unet.projection_class_embeddings_input_dim == (
+        6 * unet.addition_time_embed_dim + components.text_encoder_2.config.projection_dim
+    )
+    assert components.vae.config.scaling_factor == 0.13025
+
+
+def test_sd2_loads_with_v_prediction(tiny_sd2_weights):
+    components = load_components(tiny_sd2_weights, "cpu", torch.float32)
+    assert components.kind == "sd" and components.text_encoder_2 is None and components.tokenizer_2 is None
+    assert components.summary() == "Stable Diffusion 1.x/2.x (StableDiffusionPipeline), prediction type v_prediction"
+    assert type(components.scheduler).__name__ == "DDIMScheduler"
+    assert components.scheduler.config.prediction_type == "v_prediction"
+    assert {key: components.scheduler.config[key] for key in SD21_SCHEDULER} == SD21_SCHEDULER
+    # OpenCLIP's tokenizer pads with "!", and its text encoder uses GELU.
+    tokenizer = components.tokenizer
+    assert tokenizer.pad_token == "!" and tokenizer.pad_token_id != tokenizer.eos_token_id
+    ids = tokenizer("a cat", padding="max_length", max_length=tokenizer.model_max_length).input_ids
+    assert ids[-1] == tokenizer.pad_token_id and tokenizer.eos_token_id in ids
+    assert components.text_encoder.config.hidden_act == "gelu"
+    assert not components.force_zeros_for_empty_prompt
+
+
+def test_sd15_tiny_weights_are_of_the_sd_kind(components):
+    assert components.kind == "sd" and components.text_encoder_2 is None
+    assert components.summary() == "Stable Diffusion 1.x/2.x (StableDiffusionPipeline), prediction type epsilon"
+
+
+def set_json(path, **changes):
+    content = json.loads(path.read_text())
+    content.update(changes)
+    path.write_text(json.dumps(content))
+
+
+@pytest.mark.parametrize("class_name", ["StableDiffusion3Pipeline", "FluxPipeline", "StableDiffusionXLImg2ImgPipeline"])
+def test_another_pipeline_fails_in_one_sentence_naming_it(tiny_weights, tmp_path, class_name):
+    copy = shutil.copytree(tiny_weights, tmp_path / "weights")
+    index = copy / "stable-diffusion" / "model_index.json"
+    set_json(index, _class_name=class_name)
+    with pytest.raises(WeightsError) as caught:
+        load_components(copy, "cpu", torch.float32)
+    message = str(caught.value)
+    assert message.startswith(f"{index} names the pipeline {class_name}, which this model cannot run: ")
+    assert "StableDiffusionPipeline and StableDiffusionXLPipeline" in message
+    assert "script/download-weights" in message
+    assert "\n" not in message and message.endswith(".") and ". " not in message
+
+
+def test_a_model_index_without_a_class_is_corrupt(tiny_weights, tmp_path):
+    copy = shutil.copytree(tiny_weights, tmp_path / "weights")
+    index = copy / "stable-diffusion" / "model_index.json"
+    content = json.loads(index.read_text())
+    del content["_class_name"]
+    index.write_text(json.dumps(content))
+    with pytest.raises(WeightsError, match="fetch the weights again") as caught:
+        load_components(copy, "cpu", torch.float32)
+    assert str(caught.value).startswith(f"Model file {index} is corrupt (it names no pipeline class")
+
+
+@pytest.mark.parametrize("folder", ["text_encoder_2", "tokenizer_2"])
+def test_sdxl_without_its_second_encoder_fails_in_one_sentence_naming_the_folder(tiny_sdxl_weights, tmp_path, folder):
+    copy = shutil.copytree(tiny_sdxl_weights, tmp_path / "weights")
+    missing = copy / "stable-diffusion" / folder
+    shutil.rmtree(missing)
+    with pytest.raises(WeightsError) as caught:
+        load_components(copy, "cpu", torch.float32)
+    assert str(caught.value) == f"Model weights not found at {missing}: {HOW_TO_GET_WEIGHTS}."
+
+
+def test_sdxl_with_a_unet_of_another_checkpoint_fails_at_setup(tiny_sdxl_weights, tiny_weights, tmp_path):
+    copy = shutil.copytree(tiny_sdxl_weights, tmp_path / "weights")
+    unet = copy / "stable-diffusion" / "unet"
+    shutil.rmtree(unet)
+    shutil.copytree(tiny_weights / "stable-diffusion" / "unet", unet)  # SD 1.x's: no added conditioning
+    with pytest.raises(WeightsError) as caught:
+        load_components(copy, "cpu", torch.float32)
+    message = str(caught.value)
+    assert message.startswith(
+        f"The SDXL UNet in {unet} takes text embeddings 32 wide and added embeddings 0 wide, "
+        "but its text encoders give 80 and 40, so its pieces come from different checkpoints: "
+    )
+    assert "from different checkpoints" in message and "\n" not in message
+
+
+def test_an_sdxl_vae_that_asks_for_float32_gets_it_in_half_precision(tiny_sdxl_weights, tiny_weights, tmp_path):
+    """diffusers' SDXL pipeline decodes in float32 when the VAE config says force_upcast
+    (SDXL's own VAE overflows in fp16); the fp16-safe VAE that script/download-weights
+    fetches (and the tiny one) says false. SD 1.x/2.x VAEs stay in the model dtype."""
+    sdxl = shutil.copytree(tiny_sdxl_weights, tmp_path / "sdxl")
+    half = load_components(sdxl, "cpu", torch.float16)
+    assert half.vae.dtype == torch.float16 and half.unet.dtype == torch.float16
+    set_json(sdxl / "stable-diffusion" / "vae" / "config.json", force_upcast=True)
+    upcast = load_components(sdxl, "cpu", torch.float16)
+    assert upcast.vae.dtype == torch.float32 and upcast.unet.dtype == torch.float16
+    assert load_components(sdxl, "cpu", torch.float32).vae.dtype == torch.float32
+    sd = shutil.copytree(tiny_weights, tmp_path / "sd")
+    set_json(sd / "stable-diffusion" / "vae" / "config.json", force_upcast=True)
+    assert load_components(sd, "cpu", torch.float16).vae.dtype == torch.float16
+
+
+def test_components_built_without_the_new_fields_are_sd(components):
+    """bench and tests build Components by hand with the original fields only."""
+    fields = {name: getattr(components, name) for name in (
+        "tokenizer", "text_encoder", "unet", "vae", "scheduler", "safety_checker", "feature_extractor",
+        "film", "device", "dtype",
+    )}
+    built = Components(**fields)
+    assert built.kind == "sd" and built.text_encoder_2 is None and built.tokenizer_2 is None
+    assert not built.force_zeros_for_empty_prompt
