@@ -63,7 +63,7 @@ soak: $(RUNTIME_STAMP) weights schema
 
 ## clean: remove generated files (outputs, schema, tiny weights, benchmark results, caches); keeps .venv and real weights
 clean:
-	rm -rf outputs .cog $(TINY_WEIGHTS) bench/results .pytest_cache
+	rm -rf outputs .cog $(TINY_WEIGHTS) $(TINY_WEIGHTS)-sd2 $(TINY_WEIGHTS)-sdxl bench/results .pytest_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 $(VENV)/bin/python:
