@@ -1,7 +1,9 @@
 """Cog predictor: the public inputs of the hosted model, turned into one call of `animate`.
 
 setup() loads the weights once; predict() declares the 15 inputs of the hosted model's
-public API, in its order, and streams the files `animate.animate` yields.
+public API, in its order, then four of this package's own (negative_prompt, init_image,
+scheduler, disable_safety_checker, whose defaults change nothing), and streams the files
+`animate.animate` yields.
 
 `cog build` writes the deployed input schema by reading this file's text, not by importing
 it, and it understands only literals: so every `Input(...)` keyword below is ONE literal
@@ -48,6 +50,7 @@ class Predictor(BasePredictor):
         directory = weights_dir()
         print(f"Loading weights from {directory} on {device} ({dtype})", flush=True)
         self.components = animate.load_components(directory, device, dtype)
+        print(f"Checkpoint: {self.components.summary()}", flush=True)
         print(
             "Loaded UNet, VAE, CLIP text encoder, tokenizer, scheduler "
             f"({type(self.components.scheduler).__name__}); "
@@ -125,6 +128,26 @@ class Predictor(BasePredictor):
         output_format: str = Input(
             description="Output file format", choices=["gif", "mp4"], default="gif"
         ),
+        # Beyond the hosted model's inputs (docs/behaviour.md, "Inputs and validation").
+        negative_prompt: str = Input(
+            description="Things to keep out of every frame, such as 'blurry, text'; leave empty for none",
+            default="",
+        ),
+        # Optional with a None default: cog writes it as a nullable, not required file (a
+        # URL or data URI that the server fetches into a file before predict() runs).
+        init_image: Optional[Path] = Input(
+            description="Picture to start the animation from instead of random noise; prompt_strength sets how far the frames may move away from it",
+            default=None,
+        ),
+        scheduler: str = Input(
+            description="Sampler for the denoising steps; default is the one the weights come with",
+            choices=["default", "DDIM", "DPMSolverMultistep", "K_EULER", "K_EULER_ANCESTRAL", "KLMS", "PNDM"],
+            default="default",
+        ),
+        disable_safety_checker: bool = Input(
+            description="Skip the check that fails the prediction when a keyframe may be not safe for work",
+            default=False,
+        ),
     ) -> Iterator[Path]:
         """Yield one PNG per keyframe (with intermediate_output), then the animation."""
         settings = animate.settings_from_inputs(
@@ -143,6 +166,10 @@ class Predictor(BasePredictor):
             intermediate_output=intermediate_output,
             seed=seed,
             output_format=output_format,
+            negative_prompt=negative_prompt,
+            init_image=downloaded(init_image),
+            scheduler=scheduler,
+            disable_safety_checker=disable_safety_checker,
         )
         output_dir = self.fresh_output_dir()
         for path in animate.animate(self.components, settings, output_dir):
@@ -157,6 +184,26 @@ class Predictor(BasePredictor):
         for earlier in self.output_base.iterdir():
             shutil.rmtree(earlier, ignore_errors=True)
         return LocalPath(tempfile.mkdtemp(prefix="prediction-", dir=self.output_base))
+
+
+def downloaded(init_image: Optional[Path]) -> Optional[LocalPath]:
+    """init_image's path when it is the file the server downloaded the request's URL into.
+
+    The server fetches an http(s) URL or a data URI into a new file directly in the
+    temporary directory and passes that file's path; any other string (a path such as
+    /etc/hostname, a file:// URL, "") it passes on unchanged as a path. Reading that would
+    put a file of the server's into the animation, or tell the caller whether it exists,
+    so it is refused before anything runs.
+    """
+    if init_image is None:
+        return None
+    path = LocalPath(init_image).resolve()
+    if path.parent != LocalPath(tempfile.gettempdir()).resolve() or not path.is_file():
+        raise animate.InputError(
+            "init_image must be an http or https URL or a data URI of a picture: "
+            "the model reads only the file the server downloads."
+        )
+    return path
 
 
 def remove_when_the_process_ends(directory: LocalPath) -> None:
