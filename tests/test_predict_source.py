@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from animate.schedulers import SCHEDULER_NAMES
 from animate.settings import INPUT_DEFAULTS, MAX_SEED
 from tests.conftest import REPO_ROOT
-from tests.test_schema import ALLOWED_ADDITIONS, INPUT_ORDER, contract_input_schema
+from tests.test_schema import ALLOWED_ADDITIONS, EXTRA_INPUTS, INPUT_ORDER, contract_input_schema
 
 PREDICT_PY = REPO_ROOT / "predict.py"
 
@@ -137,6 +138,20 @@ def test_cog_build_reads_the_contract_from_predict_py():
         expected = {**contract[name], **ALLOWED_ADDITIONS.get(name, {})}
         expected = {key: value for key, value in expected.items() if key in SCHEMA_KEYS.values()}
         assert inputs[name] == expected, name
+
+
+def test_cog_build_reads_the_extra_inputs_after_the_contract():
+    """This package's own inputs come after the 15, in their order, with their defaults and
+    choices, as the deployed schema will have them."""
+    inputs = static_inputs(PREDICT_PY.read_text())
+    assert list(inputs) == INPUT_ORDER + list(EXTRA_INPUTS)
+    for name, expected in EXTRA_INPUTS.items():
+        expected = {key: value for key, value in expected.items() if key in SCHEMA_KEYS.values()}
+        assert {key: value for key, value in inputs[name].items() if key != "description"} == expected, name
+
+
+def test_scheduler_choices_are_the_samplers_the_walk_knows():
+    assert static_inputs(PREDICT_PY.read_text())["scheduler"]["enum"] == list(SCHEDULER_NAMES)
 
 
 def test_predict_py_literals_are_the_project_defaults():

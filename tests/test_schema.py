@@ -3,7 +3,9 @@
 The contract is the OpenAPI page of the hosted model (seed 000, copied into
 tests/server/seeds/). The served /openapi.json must match it property by property: type,
 default, minimum, maximum, enum, description, required, and the public order. The only
-differences allowed are the documented ones in ALLOWED_ADDITIONS.
+differences allowed are the documented ones in ALLOWED_ADDITIONS, and the optional inputs
+of EXTRA_INPUTS that this package adds after the 15 (docs/behaviour.md, "Inputs and
+validation"): a request that leaves them out is a request of the hosted model.
 """
 
 import json
@@ -30,6 +32,20 @@ ALLOWED_ADDITIONS = {
     # writes such an input (`Optional[int] = Input(default=None)`) as nullable with a null
     # default, where the hosted model's older cog left both out.
     "seed": {"minimum": 0, "maximum": 4294967295, "nullable": True, "default": None},
+}
+
+# The inputs beyond the contract, in their order after it, with the schema each must have
+# (besides a description). None is required; each default leaves the output unchanged.
+EXTRA_INPUTS = {
+    "negative_prompt": {"type": "string", "default": ""},
+    # A file: a URL or data URI in the request, which the server fetches into a file.
+    "init_image": {"type": "string", "format": "uri", "default": None, "nullable": True},
+    "scheduler": {
+        "type": "string",
+        "default": "default",
+        "enum": ["default", "DDIM", "DPMSolverMultistep", "K_EULER", "K_EULER_ANCESTRAL", "KLMS", "PNDM"],
+    },
+    "disable_safety_checker": {"type": "boolean", "default": False},
 }
 
 # Keys that only describe presentation or how the schema is assembled.
@@ -70,11 +86,12 @@ def test_contract_page_has_the_fifteen_inputs():
     assert sorted(contract_input_schema()["properties"]) == sorted(INPUT_ORDER)
 
 
-def test_served_inputs_are_the_contract_inputs_in_public_order(served_input):
+def test_served_inputs_are_the_contract_inputs_in_public_order_then_the_extra_ones(served_input):
     """x-order carries the order (the server sorts JSON object keys when it serves them)."""
     properties = served_input["properties"]
-    assert sorted(properties, key=lambda name: properties[name]["x-order"]) == INPUT_ORDER
-    assert sorted(prop["x-order"] for prop in properties.values()) == list(range(len(INPUT_ORDER)))
+    expected_order = INPUT_ORDER + list(EXTRA_INPUTS)
+    assert sorted(properties, key=lambda name: properties[name]["x-order"]) == expected_order
+    assert sorted(prop["x-order"] for prop in properties.values()) == list(range(len(expected_order)))
 
 
 def test_required_inputs_match(served_input):
@@ -89,6 +106,17 @@ def test_input_matches_contract(name, served_openapi, served_input):
     for key in ("type", "default", "minimum", "maximum", "enum", "description", "nullable"):
         assert served.get(key, "<absent>") == expected.get(key, "<absent>"), f"{name}.{key}"
     assert set(served) == set(expected), f"{name}: unexpected keys"
+
+
+@pytest.mark.parametrize("name", EXTRA_INPUTS)
+def test_extra_input_is_optional_with_its_type_and_default(name, served_openapi, served_input):
+    schemas = served_openapi["components"]["schemas"]
+    served = resolved_property(served_input["properties"][name], schemas)
+    description = served.pop("description")
+    assert served == EXTRA_INPUTS[name]
+    assert name not in served_input["required"]
+    # One sentence, for a person reading the model's page.
+    assert description and "\n" not in description and ". " not in description, description
 
 
 def test_output_is_an_iterator_of_files(served_openapi):
