@@ -1,47 +1,18 @@
-"""animate.init_image: every picture is made here, small, in tmp_path."""
+"""animate.init_image: every picture is made small, in tmp_path (the makers of the odd ones
+are in tests/images.py, shared with the server tests)."""
 
-import io
-import struct
 import warnings
-import zlib
 
 import numpy as np
 import pytest
 import torch
-from PIL import ExifTags, Image
+from PIL import Image
 
 from animate.init_image import MAX_INIT_IMAGE_PIXELS, load_init_image, on_white, read_init_image
 from animate.prompts import InputError
-
-RED, GREEN, BLUE, BLACK, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0), (255, 255, 255)
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def one_bit_png(width: int, height: int, idat: bytes) -> bytes:
-    """A 1-bit greyscale PNG with this header and this (compressed) pixel data."""
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", idat)
-        + png_chunk(b"IEND", b"")
-    )
-
-
-def black_rows(width: int, height: int) -> bytes:
-    """The zlib stream of a black 1-bit picture, compressed row by row: a real bomb of a
-    few hundred kilobytes, never held whole in memory."""
-    compressor = zlib.compressobj(9)
-    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the row's bits
-    return b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-
-
-def saved(image: Image.Image, path, **options):
-    image.save(path, **options)
-    return path
+from tests.images import (
+    BLACK, BLUE, GREEN, RED, WHITE, black_rows, cut_short, exif_rotated_jpeg, one_bit_png, saved,
+)
 
 
 def as_rgb_array(tensor: torch.Tensor) -> np.ndarray:
@@ -119,11 +90,8 @@ def test_decompression_bombs_are_refused_in_one_sentence(tmp_path, side, expecte
 
 @pytest.mark.parametrize("kind", ["PNG", "JPEG"])
 def test_a_file_cut_short_is_refused(tmp_path, kind):
-    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    whole = io.BytesIO()
-    Image.fromarray(noise).save(whole, kind)
     path = tmp_path / f"cut.{kind.lower()}"
-    path.write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    path.write_bytes(cut_short(kind))
     assert refusal(path) == (
         f"init_image could not be decoded as {kind} (the file is cut short or damaged): "
         "save the picture again and upload the whole file."
@@ -221,11 +189,8 @@ def test_an_animation_gives_its_first_frame(tmp_path, capsys, name, options):
     ],
 )
 def test_exif_orientation_is_applied(tmp_path, capsys, orientation, marked_corner):
-    stored = Image.new("RGB", (40, 20), BLUE)
-    stored.paste(RED, (0, 0, 10, 10))
-    exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = orientation
-    path = saved(stored, tmp_path / "photo.jpg", exif=exif, quality=95)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(exif_rotated_jpeg(orientation))
     pixels = np.asarray(read_init_image(path, 20, 40)).astype(int)
     assert pixels.shape == (40, 20, 3)
     corner = pixels[marked_corner][2:-2, 2:-2]  # inside the marker, away from JPEG's blur

@@ -249,7 +249,7 @@ def test_odd_but_readable_prompts_succeed(server, changes):
 @pytest.mark.parametrize(
     "body",
     [
-        with_input(negative_prompt="blurry", num_inference_step=50),
+        with_input(negative_prompts="blurry", num_inference_step=50),
         json.dumps({"input": GOOD, "unexpected": {"nested": [1, 2, 3]}}).encode(),
         json.dumps({"input": {**GOOD, "padding": "x" * 5_000_000}}).encode(),
     ],

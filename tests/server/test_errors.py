@@ -86,5 +86,5 @@ def test_empty_prompt_fails_the_prediction_with_one_sentence(server, bad, names)
 
 def test_unknown_inputs_are_ignored(server):
     """coglet drops input fields its schema does not know, and runs the prediction."""
-    status, reply = server.predict({**GOOD, "num_animation_frames": 2, "num_interpolation_steps": 1, "negative_prompt": "x"})
+    status, reply = server.predict({**GOOD, "num_animation_frames": 2, "num_interpolation_steps": 1, "negative_prompts": "x"})
     assert status == 200 and reply["status"] == "succeeded", reply.get("error")
