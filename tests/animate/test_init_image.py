@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from animate.init_image import MAX_INIT_IMAGE_PIXELS, load_init_image, on_white, read_init_image
+from animate.init_image import MAX_INIT_IMAGE_PIXELS, draft_size, load_init_image, on_white, read_init_image
 from animate.prompts import InputError
 from tests.images import (
     BLACK, BLUE, GREEN, RED, WHITE, black_rows, cut_short, exif_rotated_jpeg, one_bit_png, saved,
@@ -246,3 +246,39 @@ def test_tensor_is_the_vae_input(tmp_path, capsys):
     assert np.array_equal(as_rgb_array(tensor), np.asarray(read_init_image(tmp_path / "half.png", 48, 24)))
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "init_image: 96x48 PNG (RGB), scaled and cropped to 48x24"
+
+
+# Large JPEGs decode at a reduced DCT scale
+
+
+@pytest.mark.parametrize(
+    "size, width, height, expected",
+    [
+        ((4000, 3000), 512, 512, (683, 512)),  # landscape: 512 / 3000 scales both ways
+        ((3000, 4000), 1024, 768, (1024, 1366)),  # portrait, a quarter turn may make it 1024 wide
+        ((100, 50), 512, 512, (1024, 512)),  # smaller than the walk: asks for more, Pillow gives all
+    ],
+)
+def test_draft_size_covers_the_walk_in_either_orientation(size, width, height, expected):
+    assert draft_size(size, width, height) == expected
+    # Upright or turned, the drafted picture covers the walk without being scaled up.
+    assert min(expected) >= max(width, height)
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_with_the_same_picture(tmp_path, monkeypatch):
+    # A smooth photo-like gradient, 2400x1600, read for a 128x128 walk: the draft decodes it
+    # at 1/8 (300x200) and still covers 128x128; the picture is the full decode's, to JPEG
+    # and filter rounding.
+    x = np.linspace(0, 255, 2400)
+    y = np.linspace(0, 255, 1600)[:, None]
+    pixels = np.stack([x + 0 * y, y + 0 * x, (x[::-1] + y) / 2], axis=-1).astype(np.uint8)
+    path = saved(Image.fromarray(pixels), tmp_path / "photo.jpg", quality=95)
+    decoded_sizes = []
+    load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded_sizes.append(self.size) or load(self))
+    drafted = np.asarray(read_init_image(path, 128, 128)).astype(int)
+    assert decoded_sizes[0] == (300, 200)
+    monkeypatch.setattr(Image.Image, "draft", lambda self, mode, size: None)  # Pillow's full decode
+    full = np.asarray(read_init_image(path, 128, 128)).astype(int)
+    assert drafted.shape == full.shape == (128, 128, 3)
+    assert np.abs(drafted - full).mean() < 2 and np.abs(drafted - full).max() < 12
