@@ -1,9 +1,11 @@
 """The diffusion part of the walk: noise, shared start, batched keyframes, VAE encode and decode.
 
 See docs/behaviour.md, "The walk". The denoising loop follows diffusers'
-StableDiffusionPipeline step for step (scale_model_input, one UNet call for both guidance
-halves, scheduler.step), so one keyframe equals what that pipeline gives for the same inputs;
-a walk from an init image starts as StableDiffusionImg2ImgPipeline does.
+StableDiffusionPipeline and StableDiffusionXLPipeline step for step (scale_model_input, one
+UNet call for both guidance halves, scheduler.step), so one keyframe equals what that
+pipeline gives for the same inputs; a walk from an init image starts as
+StableDiffusionImg2ImgPipeline does. The text side is a Conditioning (animate.conditioning),
+so SD 1.x/2.x and SDXL take the same path.
 """
 
 import copy
@@ -15,6 +17,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from animate.conditioning import Conditioning, cat
 from animate.progress import STAGE_WORDS, Progress
 
 LATENT_CHANNELS = 4
@@ -29,6 +32,8 @@ CPU_DECODE_BATCH = 2
 # by one 8-head 4096x4096 attention matrix per sample at 512x512 (if the math attention
 # kernel runs; flash/memory-efficient kernels need far less), the VAE's by a few
 # 128-channel full-resolution tensors per image. Both scale with dtype size from fp16.
+# SDXL's UNet has no attention at full latent resolution (at 1024x768 its largest is
+# 10 heads over 3072 tokens, about 190 MB per sample), so for it the figure is generous.
 UNET_BYTES_PER_LATENT_PIXEL = 64 * 1024  # per UNet sample (one guidance half)
 VAE_BYTES_PER_IMAGE_PIXEL = 1536  # per decoded image
 MAX_KEYFRAME_BATCH = 16
@@ -85,10 +90,13 @@ def keyframe_batch_size(device: torch.device, latents: torch.Tensor, guided: boo
     return batch_size_for(device, per_keyframe, CPU_KEYFRAME_BATCH, MAX_KEYFRAME_BATCH)
 
 
-def decode_batch_size(device: torch.device, latents: torch.Tensor) -> int:
-    """How many latents (B, 4, h, w) to decode per VAE call."""
+def decode_batch_size(device: torch.device, latents: torch.Tensor, vae_dtype: torch.dtype | None = None) -> int:
+    """How many latents (B, 4, h, w) to decode per VAE call with a VAE in vae_dtype (by
+    default the latents' dtype; an SDXL VAE that must upcast runs in float32, see
+    animate.weights.vae_dtype)."""
     image_pixels = latents.shape[-2] * latents.shape[-1] * VAE_SCALE * VAE_SCALE
-    per_image = VAE_BYTES_PER_IMAGE_PIXEL * image_pixels * latents.element_size() // 2
+    element_size = latents.element_size() if vae_dtype is None else vae_dtype.itemsize
+    per_image = VAE_BYTES_PER_IMAGE_PIXEL * image_pixels * element_size // 2
     return batch_size_for(device, per_image, CPU_DECODE_BATCH, MAX_DECODE_BATCH)
 
 
@@ -102,12 +110,12 @@ def predicted_noise(
     scheduler: SchedulerMixin,
     latents: torch.Tensor,
     timestep: torch.Tensor,
-    embeddings: torch.Tensor,
+    conditioning: Conditioning,
 ) -> torch.Tensor:
-    """The UNet's noise prediction (B, 4, h, w) for latents (B, 4, h, w), each with its text
-    embedding (B, L, D) (or one (1, L, D) for all)."""
+    """The UNet's noise prediction (B, 4, h, w) for latents (B, 4, h, w), each with its
+    conditioning (B samples)."""
     model_input = scheduler.scale_model_input(latents, timestep)
-    return unet(model_input, timestep, encoder_hidden_states=embeddings, return_dict=False)[0]
+    return unet(model_input, timestep, **conditioning.unet_arguments(), return_dict=False)[0]
 
 
 def guided_noise(
@@ -115,14 +123,14 @@ def guided_noise(
     scheduler: SchedulerMixin,
     latents: torch.Tensor,
     timestep: torch.Tensor,
-    cond: torch.Tensor,
-    uncond: torch.Tensor,
+    cond: Conditioning,
+    uncond: Conditioning,
     guidance_scale: float,
     known_uncond_noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Noise prediction with classifier-free guidance, (B, 4, h, w).
 
-    latents (B, 4, h, w); cond (B, L, D), one embedding per latent; uncond (1, L, D).
+    latents (B, 4, h, w); cond: B samples, one per latent; uncond: 1 sample, for all.
     Both halves go through the UNet in ONE call of batch 2B: [uncond..., cond...]. When
     known_uncond_noise (1, 4, h, w) is given, every latent is the one it was computed
     for, so only the conditional half runs (batch B).
@@ -132,8 +140,8 @@ def guided_noise(
     if known_uncond_noise is not None:
         noise_uncond, noise_cond = known_uncond_noise, predicted_noise(unet, scheduler, latents, timestep, cond)
     else:
-        embeddings = torch.cat([uncond.expand(latents.shape[0], -1, -1), cond])
-        noise = predicted_noise(unet, scheduler, torch.cat([latents, latents]), timestep, embeddings)
+        both = cat(uncond.expand(latents.shape[0]), cond)
+        noise = predicted_noise(unet, scheduler, torch.cat([latents, latents]), timestep, both)
         noise_uncond, noise_cond = noise.chunk(2)
     return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
 
@@ -166,8 +174,8 @@ def denoise(
     scheduler: SchedulerMixin,
     latents: torch.Tensor,
     timesteps: torch.Tensor,
-    cond: torch.Tensor,
-    uncond: torch.Tensor,
+    cond: Conditioning,
+    uncond: Conditioning,
     guidance_scale: float,
     progress: Progress,
     stage: str,
@@ -176,7 +184,8 @@ def denoise(
     first_uncond_noise: torch.Tensor | None = None,
     generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> torch.Tensor:
-    """Run `scheduler` over `timesteps` from latents (B, 4, h, w); returns the new latents.
+    """Run `scheduler` over `timesteps` from latents (B, 4, h, w), conditioned on cond (B
+    samples) and uncond (1 sample); returns the new latents.
 
     `timesteps` are the scheduler's own, after the `calls_done` calls it has made. Reports
     progress.step(stage, steps done, T, detail) before the first step and after each, so
@@ -211,8 +220,8 @@ def shared_denoise(
     noise: torch.Tensor,
     num_inference_steps: int,
     prompt_strength: float,
-    middle_embedding: torch.Tensor,
-    uncond: torch.Tensor,
+    middle: Conditioning,
+    uncond: Conditioning,
     guidance_scale: float,
     progress: Progress,
     generator: torch.Generator | None = None,
@@ -220,7 +229,7 @@ def shared_denoise(
     """The shared start: set the scheduler up and run its first n_shared timesteps once,
     as stage "shared_denoise" of `progress`.
 
-    noise: x_T (1, 4, h, w); middle_embedding (1, L, D) at walk position 0.5. A stochastic
+    noise: x_T (1, 4, h, w); middle: the conditioning (1 sample) at walk position 0.5. A stochastic
     scheduler draws its step noise from `generator` (which is advanced).
     Returns (latent (1, 4, h, w), the scheduler in its state after those steps, the
     timesteps still to run). `scheduler` itself is not changed.
@@ -232,7 +241,7 @@ def shared_denoise(
         n_shared = shared_step_count(num_inference_steps, prompt_strength)
         latents = noise * scheduler.init_noise_sigma
         latents = denoise(
-            unet, scheduler, latents, timesteps[:n_shared], middle_embedding, uncond,
+            unet, scheduler, latents, timesteps[:n_shared], middle, uncond,
             guidance_scale, progress, "shared_denoise", 0, generator=generator,
         )
     return latents, scheduler, timesteps[n_shared:]
@@ -282,7 +291,7 @@ def shared_uncond_noise(
     scheduler: SchedulerMixin,
     shared_latent: torch.Tensor,
     remaining_timesteps: torch.Tensor,
-    uncond: torch.Tensor,
+    uncond: Conditioning,
     guidance_scale: float,
     count: int,
 ) -> torch.Tensor | None:
@@ -300,8 +309,8 @@ def denoise_keyframes(
     scheduler: SchedulerMixin,
     shared_latent: torch.Tensor,
     remaining_timesteps: torch.Tensor,
-    keyframe_embeddings: torch.Tensor,
-    uncond: torch.Tensor,
+    keyframes: Conditioning,
+    uncond: Conditioning,
     guidance_scale: float,
     batch_size: int,
     progress: Progress,
@@ -310,10 +319,10 @@ def denoise_keyframes(
     """Finish every keyframe from the shared latent, `batch_size` keyframes per UNet call,
     each batch as an entry of stage "keyframe_denoise" of `progress`.
 
-    shared_latent (1, 4, h, w); keyframe_embeddings (K, L, D); `scheduler` is in its state
-    after the shared steps and is deep-copied per batch, so each batch (and each keyframe
-    within it) continues from exactly that state. Yields (index of the batch's first
-    keyframe, latents (B, 4, h, w)) as each batch is done.
+    shared_latent (1, 4, h, w); keyframes: the conditioning of the K keyframes, one sample
+    each; `scheduler` is in its state after the shared steps and is deep-copied per batch,
+    so each batch (and each keyframe within it) continues from exactly that state. Yields
+    (index of the batch's first keyframe, latents (B, 4, h, w)) as each batch is done.
 
     A stochastic scheduler draws each keyframe's step noise from its own copy of
     `generator` as it is now: every keyframe gets the same noise at the same step, as one
@@ -324,7 +333,7 @@ def denoise_keyframes(
     keyframe it runs once, at batch 1, and each batch's first step runs only its
     conditional half (K - 1 UNet samples fewer; the same keyframes).
     """
-    count = keyframe_embeddings.shape[0]
+    count = len(keyframes)
     calls_done = len(scheduler.timesteps) - len(remaining_timesteps)
     generator_state = None if generator is None else generator.get_state()
     first_uncond_noise = None
@@ -342,7 +351,7 @@ def denoise_keyframes(
             ]
             latents = shared_latent.expand(stop - start, -1, -1, -1).clone()
             latents = denoise(
-                unet, batch_scheduler, latents, remaining_timesteps, keyframe_embeddings[start:stop],
+                unet, batch_scheduler, latents, remaining_timesteps, keyframes[start:stop],
                 uncond, guidance_scale, progress, "keyframe_denoise", calls_done, which, first_uncond_noise,
                 generators,
             )
@@ -409,7 +418,7 @@ def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, batch_size: int | 
     NaN never reaches the output; NaN even then (broken latents) raises RuntimeError.
     """
     if batch_size is None:
-        batch_size = decode_batch_size(latents.device, latents)
+        batch_size = decode_batch_size(latents.device, latents, vae.dtype)
     chunks = []
     for start in range(0, latents.shape[0], batch_size):
         chunk = latents[start : start + batch_size]

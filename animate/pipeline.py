@@ -1,9 +1,10 @@
 """The whole walk (docs/behaviour.md, "The walk"), one named stage after another.
 
-[init image read] -> prompts -> text embeddings -> keyframe embeddings -> shared start (or
-the init image, noised) -> keyframe batches (denoise, decode, safety check, [keyframe PNGs])
--> in-betweens -> [ping-pong] -> encoder -> the animation file, yielded last. Each stage
-reports to one Progress (animate.progress).
+[init image read] -> prompts -> text conditioning -> keyframe conditioning -> shared start
+(or the init image, noised) -> keyframe batches (denoise, decode, safety check, [keyframe
+PNGs]) -> in-betweens -> [ping-pong] -> encoder -> the animation file, yielded last. Each
+stage reports to one Progress (animate.progress). SD 1.x/2.x and SDXL checkpoints differ
+only in their text conditioning (text_conditioning); the rest of the walk is the same.
 """
 
 from collections.abc import Iterable, Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from animate.conditioning import Conditioning
 from animate.diffusion import (
     decode_batch_size,
     decode_latents,
@@ -34,6 +36,7 @@ from animate.plan import KeyframePlan
 from animate.progress import Progress
 from animate.safety import check_keyframes
 from animate.schedulers import chosen_scheduler
+from animate.sdxl_text import add_time_ids, encode_sdxl_prompts
 from animate.settings import Settings
 from animate.slerp import slerp
 from animate.text import encode_prompts
@@ -53,9 +56,10 @@ def plan_for(settings: Settings) -> KeyframePlan:
 
 
 def keyframe_embeddings(plan: KeyframePlan, prompt_embeddings: torch.Tensor) -> torch.Tensor:
-    """Conditional embedding of each keyframe, (K, L, D): slerp(t, e_p, e_p+1) per keyframe.
+    """Conditional embedding of each keyframe, (K, ...): slerp(t, e_p, e_p+1) per keyframe.
 
-    prompt_embeddings (P, L, D); each (L, D) embedding is slerped as one vector.
+    prompt_embeddings (P, ...), one per prompt: per-token (P, L, D) or pooled (P, E); each
+    prompt's embedding is slerped as one vector.
     """
     times = plan.keyframe_times()
     segments = torch.tensor([segment for segment, _ in times], device=prompt_embeddings.device)
@@ -64,18 +68,50 @@ def keyframe_embeddings(plan: KeyframePlan, prompt_embeddings: torch.Tensor) -> 
 
 
 def walk_embedding(plan: KeyframePlan, prompt_embeddings: torch.Tensor, position: float) -> torch.Tensor:
-    """The embedding (1, L, D) at a fraction `position` of the whole walk."""
+    """The embedding (1, ...) at a fraction `position` of the whole walk, from prompt_embeddings (P, ...)."""
     segment, t = plan.walk_position(position)
     return slerp(t, prompt_embeddings[segment : segment + 1], prompt_embeddings[segment + 1 : segment + 2])
+
+
+def text_conditioning(components: Components, settings: Settings) -> tuple[Conditioning, Conditioning]:
+    """The conditioning of the P prompts (P samples) and of the negative prompt (1 sample,
+    the unconditional half of guidance), every text encoded once.
+
+    SD 1.x/2.x: CLIP's embeddings (animate.text). SDXL: both encoders' embeddings and the
+    pooled one, as diffusers' StableDiffusionXLPipeline makes them (animate.sdxl_text), with
+    the size conditioning of the requested size, the same for both halves.
+    """
+    prompts = list(settings.prompts)
+    if components.kind == "sdxl":
+        text = encode_sdxl_prompts(components, prompts, settings.negative_prompt)
+        # In the embeddings' dtype, as diffusers makes them.
+        time_ids = add_time_ids(settings.height, settings.width, text.embeddings.dtype).to(components.device)
+        return (
+            Conditioning(text.embeddings, text.pooled, time_ids),
+            Conditioning(text.negative_embeddings, text.negative_pooled, time_ids),
+        )
+    embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, prompts, settings.negative_prompt)
+    return Conditioning(embeddings), Conditioning(uncond)
+
+
+def keyframe_conditioning(plan: KeyframePlan, prompts: Conditioning) -> Conditioning:
+    """Each keyframe's conditioning (K samples): its per-token embedding and (SDXL) its
+    pooled embedding, each slerped between the keyframe's two prompts (keyframe_embeddings)."""
+    return prompts.map(lambda embeddings: keyframe_embeddings(plan, embeddings))
+
+
+def walk_conditioning(plan: KeyframePlan, prompts: Conditioning, position: float) -> Conditioning:
+    """The conditioning (1 sample) at a fraction `position` of the whole walk (walk_embedding)."""
+    return prompts.map(lambda embeddings: walk_embedding(plan, embeddings, position))
 
 
 def render_keyframes(
     components: Components,
     settings: Settings,
     plan: KeyframePlan,
-    embeddings: torch.Tensor,
-    middle: torch.Tensor,
-    uncond: torch.Tensor,
+    keyframes: Conditioning,
+    middle: Conditioning,
+    uncond: Conditioning,
     progress: Progress,
     init_pixels: torch.Tensor | None = None,
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -84,7 +120,8 @@ def render_keyframes(
     images (B, 3, H, W) in [0, 1]) per batch, each decoded and safety-checked (unless the
     settings disable it), and tells `progress` of it first.
 
-    uncond (1, L, D) is the negative prompt's embedding, used at every step.
+    keyframes: the K keyframes' conditioning; middle: the walk's at position 0.5, for the
+    shared start; uncond: the negative prompt's, used at every step.
     """
     scheduler = chosen_scheduler(settings.scheduler, components.scheduler)
     progress.log("Sampler", f"{type(scheduler).__name__} ({settings.scheduler})")
@@ -103,7 +140,7 @@ def render_keyframes(
     batch_size = keyframe_batch_size(components.device, shared, uses_guidance(settings.guidance_scale))
     progress.log("keyframes", f"{plan.num_keyframes} keyframes, {batch_size} per batch")
     batches = denoise_keyframes(
-        components.unet, scheduler, shared, remaining, embeddings, uncond,
+        components.unet, scheduler, shared, remaining, keyframes, uncond,
         settings.guidance_scale, batch_size, progress, generator,
     )
     safety_checker = None if settings.disable_safety_checker else components.safety_checker
@@ -128,7 +165,7 @@ def animation_frames(
     steps = settings.num_interpolation_steps
     if settings.film_interpolation:
         return film_frames(components.film, keyframe_images, steps, progress)
-    batch_size = decode_batch_size(components.device, keyframe_latents)
+    batch_size = decode_batch_size(components.device, keyframe_latents, components.vae.dtype)
     return latent_frames(components.vae, keyframe_latents, keyframe_images, steps, batch_size)
 
 
@@ -203,15 +240,13 @@ def animate(
         init_pixels = load_init_image(settings.init_image, settings.width, settings.height)
 
     with progress.stage("text"):
-        prompt_embeddings, uncond = encode_prompts(
-            components.tokenizer, components.text_encoder, list(settings.prompts), settings.negative_prompt
-        )
-        embeddings = keyframe_embeddings(plan, prompt_embeddings)
-        middle = walk_embedding(plan, prompt_embeddings, 0.5)
+        prompts, uncond = text_conditioning(components, settings)
+        keyframes = keyframe_conditioning(plan, prompts)
+        middle = walk_conditioning(plan, prompts, 0.5)
 
     latents, images = [], []
     for start, batch_latents, batch_images in render_keyframes(
-        components, settings, plan, embeddings, middle, uncond, progress, init_pixels
+        components, settings, plan, keyframes, middle, uncond, progress, init_pixels
     ):
         latents.append(batch_latents)
         images.append(batch_images)

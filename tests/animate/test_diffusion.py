@@ -19,6 +19,7 @@ from PIL import Image
 
 from animate import KeyframePlan
 from animate import diffusion
+from animate.conditioning import Conditioning
 from animate.diffusion import (
     decode_latents,
     denoise_keyframes,
@@ -72,8 +73,8 @@ def walk_latents(components, walk_settings):
     if walk_settings.init_image is not None:
         init_pixels = load_init_image(walk_settings.init_image, walk_settings.width, walk_settings.height)
     batches = render_keyframes(
-        components, walk_settings, plan, keyframe_embeddings(plan, embeddings),
-        walk_embedding(plan, embeddings, 0.5), uncond, Progress(), init_pixels,
+        components, walk_settings, plan, Conditioning(keyframe_embeddings(plan, embeddings)),
+        Conditioning(walk_embedding(plan, embeddings, 0.5)), Conditioning(uncond), Progress(), init_pixels,
     )
     return torch.cat([latents for _, latents, _ in batches]), embeddings, uncond
 
@@ -339,14 +340,15 @@ def test_init_image_encode_in_reduced_precision_that_gives_nan_is_done_again_in_
 @pytest.mark.parametrize("prompt_strength", [1.0, 0.5])
 def test_batched_keyframes_equal_keyframes_one_at_a_time(components, prompt_strength):
     plan = KeyframePlan(3, 3, 1)  # 5 keyframes over two segments
-    embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, ["a cat", "a dog", "a bird"])
+    embeddings, uncond_embedding = encode_prompts(components.tokenizer, components.text_encoder, ["a cat", "a dog", "a bird"])
+    uncond = Conditioning(uncond_embedding)
     noise = initial_noise(7, SIZE, SIZE, torch.device("cpu"), torch.float32)
     shared, scheduler, remaining = shared_denoise(
         components.unet, components.scheduler, noise, STEPS, prompt_strength,
-        walk_embedding(plan, embeddings, 0.5), uncond, GUIDANCE, Progress(),
+        Conditioning(walk_embedding(plan, embeddings, 0.5)), uncond, GUIDANCE, Progress(),
     )
     assert len(scheduler.timesteps) - len(remaining) == shared_step_count(STEPS, prompt_strength)
-    per_keyframe = keyframe_embeddings(plan, embeddings)
+    per_keyframe = Conditioning(keyframe_embeddings(plan, embeddings))
 
     def run(batch_size):
         batches = denoise_keyframes(
@@ -372,13 +374,14 @@ def test_batched_keyframes_equal_keyframes_one_at_a_time(components, prompt_stre
 @torch.inference_mode()
 def test_first_keyframe_step_runs_the_unconditional_half_once(components):
     plan = KeyframePlan(2, 4, 1)  # 4 keyframes
-    embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, ["a cat", "a dog"])
+    embeddings, uncond_embedding = encode_prompts(components.tokenizer, components.text_encoder, ["a cat", "a dog"])
+    uncond = Conditioning(uncond_embedding)
     noise = initial_noise(7, SIZE, SIZE, torch.device("cpu"), torch.float32)
     shared, scheduler, remaining = shared_denoise(
-        components.unet, components.scheduler, noise, STEPS, 0.5, walk_embedding(plan, embeddings, 0.5),
+        components.unet, components.scheduler, noise, STEPS, 0.5, Conditioning(walk_embedding(plan, embeddings, 0.5)),
         uncond, GUIDANCE, Progress(),
     )
-    per_keyframe = keyframe_embeddings(plan, embeddings)
+    per_keyframe = Conditioning(keyframe_embeddings(plan, embeddings))
     samples = []
     hook = components.unet.register_forward_pre_hook(lambda module, args: samples.append(args[0].shape[0]))
     try:
@@ -394,9 +397,9 @@ def test_first_keyframe_step_runs_the_unconditional_half_once(components):
     steps = len(remaining)
     assert samples == [1, 3] + [6] * (steps - 1) + [1] + [2] * (steps - 1)
     # The same keyframes as full guidance at every step, keyframe by keyframe.
-    for index, embedding in enumerate(per_keyframe):
+    for index in range(len(per_keyframe)):
         alone = diffusion.denoise(
-            components.unet, copy.deepcopy(scheduler), shared.clone(), remaining, embedding[None], uncond,
+            components.unet, copy.deepcopy(scheduler), shared.clone(), remaining, per_keyframe[index : index + 1], uncond,
             GUIDANCE, Progress(), "keyframe_denoise", len(scheduler.timesteps) - steps,
         )
         torch.testing.assert_close(latents[index : index + 1], alone, rtol=1e-4, atol=1e-4)
@@ -445,19 +448,20 @@ class StepLog(Progress):
 @torch.inference_mode()
 def test_each_denoising_step_is_reported_before_it_runs_and_the_last_reads_t_of_t(components):
     plan = KeyframePlan(2, 3, 1)  # 3 keyframes
-    embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, ["a cat", "a dog"])
+    embeddings, uncond_embedding = encode_prompts(components.tokenizer, components.text_encoder, ["a cat", "a dog"])
+    uncond = Conditioning(uncond_embedding)
     noise = initial_noise(7, SIZE, SIZE, torch.device("cpu"), torch.float32)
     progress = StepLog()
     calls = []
     hook = components.unet.register_forward_pre_hook(lambda module, args: calls.append(len(progress.steps)))
     try:
         shared, scheduler, remaining = shared_denoise(
-            components.unet, components.scheduler, noise, STEPS, 0.5, walk_embedding(plan, embeddings, 0.5),
-            uncond, GUIDANCE, progress,
+            components.unet, components.scheduler, noise, STEPS, 0.5,
+            Conditioning(walk_embedding(plan, embeddings, 0.5)), uncond, GUIDANCE, progress,
         )
         batches = list(denoise_keyframes(
-            components.unet, scheduler, shared, remaining, keyframe_embeddings(plan, embeddings), uncond,
-            GUIDANCE, 2, progress,
+            components.unet, scheduler, shared, remaining, Conditioning(keyframe_embeddings(plan, embeddings)),
+            uncond, GUIDANCE, 2, progress,
         ))
     finally:
         hook.remove()
