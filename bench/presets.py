@@ -1,10 +1,13 @@
 """The benchmark's presets: which models, on which device, for which request.
 
 tiny         the project's tiny random weights (animate.tiny), CPU, a small request
+tiny-sdxl    the tiny SDXL weights (animate.tiny --kind sdxl), CPU, tiny's request
 sd15-small   the full SD 1.5 architecture and the full default FILM, random weights,
              CPU float32, 256x256, 10 keyframes, 10 steps
 sd15-default the same models on CUDA in half precision, the default request
              (512x512, 10 keyframes, 50 steps)
+sdxl         the full SDXL base architecture (bench/sdxl.py) and the full default FILM,
+             random weights, CUDA half precision, the default request at 1024x768
 largest      tiny weights on CPU, the largest request the contract allows, pipeline only
 """
 
@@ -17,9 +20,9 @@ import torch
 
 import film_net
 from animate import Components, Settings, load_components
-from animate.tiny import write_tiny_weights, write_tokenizer
+from animate.tiny import write_tiny_sdxl_weights, write_tiny_weights, write_tokenizer
 from animate.weights import place_unet, place_vae
-from bench import sd15
+from bench import sd15, sdxl
 
 PROMPTS = (
     "monkeys in the desert looking at a tall black monolith, a detailed matte painting",
@@ -33,8 +36,8 @@ DEFAULT_REQUEST = Settings(prompts=PROMPTS, seed=SEED)
 
 @dataclass(frozen=True)
 class Preset:
-    """models: "tiny" or "sd15"; compare: run the reference too (else the pipeline only);
-    output_formats: one pipeline run per format when not comparing."""
+    """models: "tiny", "tiny-sdxl", "sd15" or "sdxl"; compare: run the reference too (else
+    the pipeline only); output_formats: one pipeline run per format when not comparing."""
 
     name: str
     models: str
@@ -46,23 +49,33 @@ class Preset:
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
 
 
+# Three prompts, so the walk crosses a segment boundary.
+TINY_REQUEST = dataclasses.replace(
+    DEFAULT_REQUEST,
+    prompts=(*PROMPTS, "a red fox in the snow"),
+    width=128,
+    height=128,
+    num_inference_steps=10,
+    num_animation_frames=4,
+)
+
 PRESETS = {
     "tiny": Preset(
         name="tiny",
         models="tiny",
         device="cpu",
         dtype=torch.float32,
-        # Three prompts, so the walk crosses a segment boundary.
-        settings=dataclasses.replace(
-            DEFAULT_REQUEST,
-            prompts=(*PROMPTS, "a red fox in the snow"),
-            width=128,
-            height=128,
-            num_inference_steps=10,
-            num_animation_frames=4,
-        ),
+        settings=TINY_REQUEST,
         # The tiny models' ops are too small to share between threads: with two, the
         # threads' synchronisation dominates, and stalls whenever other work uses a core.
+        threads=1,
+    ),
+    "tiny-sdxl": Preset(
+        name="tiny-sdxl",
+        models="tiny-sdxl",
+        device="cpu",
+        dtype=torch.float32,
+        settings=TINY_REQUEST,
         threads=1,
     ),
     "sd15-small": Preset(
@@ -78,6 +91,14 @@ PRESETS = {
         device="cuda",
         dtype=torch.float16,
         settings=DEFAULT_REQUEST,
+    ),
+    "sdxl": Preset(
+        name="sdxl",
+        models="sdxl",
+        device="cuda",
+        dtype=torch.float16,
+        # SDXL is trained at about a megapixel; 1024x768 is the largest size the inputs allow.
+        settings=dataclasses.replace(DEFAULT_REQUEST, width=1024, height=768),
     ),
     "largest": Preset(
         name="largest",
@@ -98,10 +119,11 @@ PRESETS = {
 }
 
 
-def tiny_components(device: str, dtype: torch.dtype) -> Components:
-    """The tiny weights, written to a temporary directory and loaded the production way."""
+def tiny_components(device: str, dtype: torch.dtype, write_weights=write_tiny_weights) -> Components:
+    """The tiny weights (SD 1.x kind, or what `write_weights` writes), written to a
+    temporary directory and loaded the production way."""
     with tempfile.TemporaryDirectory() as directory:
-        write_tiny_weights(directory)
+        write_weights(directory)
         return load_components(directory, device, dtype)
 
 
@@ -135,8 +157,43 @@ def sd15_components(device: str, dtype: torch.dtype) -> Components:
     )
 
 
+def sdxl_components(device: str, dtype: torch.dtype) -> Components:
+    """SDXL base's UNet, VAE and both text encoders and the default FILM, all with random
+    weights, with the tiny byte-level tokenizers (their ids fit SDXL's vocabulary; the
+    second pads with "!" as SDXL's does). No safety checker: SDXL base ships none."""
+    with tempfile.TemporaryDirectory() as directory:
+        tokenizer = write_tokenizer(Path(directory) / "tokenizer")
+        tokenizer_2 = write_tokenizer(Path(directory) / "tokenizer_2", pad_token="!")
+    text_encoder = sdxl.random_text_encoder(tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    text_encoder_2 = sdxl.random_text_encoder_2(
+        tokenizer_2.bos_token_id, tokenizer_2.eos_token_id, tokenizer_2.pad_token_id
+    )
+    torch.manual_seed(sdxl.WEIGHTS_SEED + 4)
+    film = film_net.FilmNet().eval()
+    return Components(
+        tokenizer=tokenizer,
+        text_encoder=placed(text_encoder, device, dtype),
+        unet=place_unet(placed(sdxl.random_unet(), device, dtype), torch.device(device)),
+        vae=place_vae(placed(sdxl.random_vae(), device, dtype), torch.device(device)),
+        scheduler=sdxl.sdxl_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        film=placed(film, device, dtype),
+        device=torch.device(device),
+        dtype=dtype,
+        kind="sdxl",
+        text_encoder_2=placed(text_encoder_2, device, dtype),
+        tokenizer_2=tokenizer_2,
+        force_zeros_for_empty_prompt=True,
+    )
+
+
 def build_components(preset: Preset) -> Components:
     """The preset's models on its device in its dtype."""
     if preset.models == "tiny":
         return tiny_components(preset.device, preset.dtype)
+    if preset.models == "tiny-sdxl":
+        return tiny_components(preset.device, preset.dtype, write_tiny_sdxl_weights)
+    if preset.models == "sdxl":
+        return sdxl_components(preset.device, preset.dtype)
     return sd15_components(preset.device, preset.dtype)

@@ -1,6 +1,6 @@
 """The reference walk (docs/behaviour.md, "The walk") done the way the hosted model did it.
 
-Everything runs one item at a time, in order: each prompt through the text encoder alone;
+Everything runs one item at a time, in order: each prompt through the text encoder(s) alone;
 the shared start and then each keyframe denoised at batch 1 with its own copy of the
 scheduler and two UNet calls per step (conditional, then unconditional); one VAE decode per
 frame; FILM on one pair per call, bisecting each gap recursively; all frames held on the
@@ -20,11 +20,13 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor
 
 from animate import Settings, slerp
+from animate.conditioning import Conditioning
 from animate.diffusion import initial_noise, shared_step_count
 from animate.frames import to_uint8
 from animate.gif import encode_gif
 from animate.mp4 import encode_mp4
 from animate.pipeline import plan_for
+from animate.sdxl_text import add_time_ids, encode_sdxl_prompts
 from animate.weights import Components, place_unet, place_vae
 from bench.measure import StageClock
 
@@ -74,22 +76,40 @@ def encode_text(components: Components, prompt: str) -> torch.Tensor:
     return components.text_encoder(ids.to(components.device), return_dict=False)[0]
 
 
-def embedding_at(prompt_embeddings: list[torch.Tensor], segment: int, t: float) -> torch.Tensor:
-    """The conditional embedding (1, 77, D) at time t of a segment: slerp of its two prompts."""
-    return slerp(t, prompt_embeddings[segment], prompt_embeddings[segment + 1])
+def encode_texts(components: Components, settings: Settings) -> tuple[list[Conditioning], Conditioning]:
+    """Each prompt's conditioning (1 sample), one prompt per encoder call, and the empty
+    negative prompt's. SDXL: both encoders and the pooled embedding (animate.sdxl_text,
+    whose negative side comes with each prompt: zeros when the checkpoint says
+    force_zeros_for_empty_prompt), with the size conditioning of the requested size."""
+    if components.kind != "sdxl":
+        prompts = [Conditioning(encode_text(components, prompt)) for prompt in settings.prompts]
+        return prompts, Conditioning(encode_text(components, ""))
+    texts = [encode_sdxl_prompts(components, [prompt], "") for prompt in settings.prompts]
+    time_ids = add_time_ids(settings.height, settings.width, texts[0].embeddings.dtype).to(components.device)
+    prompts = [Conditioning(text.embeddings, text.pooled, time_ids) for text in texts]
+    return prompts, Conditioning(texts[0].negative_embeddings, texts[0].negative_pooled, time_ids)
+
+
+def conditioning_at(prompts: list[Conditioning], segment: int, t: float) -> Conditioning:
+    """The conditioning (1 sample) at time t of a segment: slerp of its two prompts'
+    per-token embeddings (1, 77, D), and of their pooled embeddings (1, E) for SDXL."""
+    start, end = prompts[segment], prompts[segment + 1]
+    pooled = None if start.pooled is None else slerp(t, start.pooled, end.pooled)
+    return Conditioning(slerp(t, start.embeddings, end.embeddings), pooled, start.time_ids)
 
 
 def guided_noise(components: Components, scheduler, latent, timestep, cond, uncond, guidance_scale) -> torch.Tensor:
     """Classifier-free guidance the original way: the two halves as two UNet calls at batch 1.
 
-    latent (1, 4, h, w); cond and uncond (1, 77, D). Returns the guided noise (1, 4, h, w).
+    latent (1, 4, h, w); cond and uncond: Conditioning of 1 sample. Returns the guided
+    noise (1, 4, h, w).
     """
     unet = components.unet
     model_input = scheduler.scale_model_input(latent, timestep)
-    noise_cond = unet(model_input, timestep, encoder_hidden_states=cond, return_dict=False)[0]
+    noise_cond = unet(model_input, timestep, **cond.unet_arguments(), return_dict=False)[0]
     if guidance_scale <= 1.0:  # as diffusers: guidance off, the unconditional half is skipped
         return noise_cond
-    noise_uncond = unet(model_input, timestep, encoder_hidden_states=uncond, return_dict=False)[0]
+    noise_uncond = unet(model_input, timestep, **uncond.unet_arguments(), return_dict=False)[0]
     return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
 
 
@@ -159,10 +179,9 @@ def run_reference(components: Components, settings: Settings, output_dir: Path, 
     guidance = settings.guidance_scale
 
     with clock.stage("text"):
-        prompt_embeddings = [encode_text(components, prompt) for prompt in settings.prompts]
-        uncond = encode_text(components, "")
-        middle = embedding_at(prompt_embeddings, *plan.walk_position(0.5))
-        keyframe_conds = [embedding_at(prompt_embeddings, *time) for time in plan.keyframe_times()]
+        prompts, uncond = encode_texts(components, settings)
+        middle = conditioning_at(prompts, *plan.walk_position(0.5))
+        keyframe_conds = [conditioning_at(prompts, *time) for time in plan.keyframe_times()]
 
     with clock.stage("shared_denoise"):
         scheduler = copy.deepcopy(components.scheduler)

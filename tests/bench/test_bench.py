@@ -12,7 +12,7 @@ from diffusers.models.attention_processor import AttnProcessor
 from animate.progress import STAGES
 from bench import sd15
 from bench.measure import OUTSIDE, HostPeaks
-from bench.presets import PRESETS, tiny_components
+from bench.presets import PRESETS, build_components, tiny_components
 from bench.reference import original_form
 from bench.report import comparison_table, verdict
 from bench.runner import run_comparison, run_pipeline_only
@@ -67,6 +67,19 @@ def test_reference_and_pipeline_make_the_same_keyframes(components, settings):
         assert side.memory.host_peak_mib == max(side.memory.host.by_stage.values())
         assert side.animation_size > 0
     assert "TOTAL (s)" in comparison_table(reference, pipeline)
+
+
+def test_reference_and_pipeline_make_the_same_sdxl_keyframes():
+    """The tiny SDXL (preset tiny-sdxl): the reference encodes each prompt alone and runs the
+    pooled embedding and size conditioning at batch 1. Euler runs 6 timesteps, 1 shared."""
+    components = build_components(PRESETS["tiny-sdxl"])
+    assert components.kind == "sdxl"
+    reference, pipeline, agreement = run_comparison(components, SMALL_REQUEST, warmup=False)
+
+    assert agreement.agree, verdict(agreement)
+    assert agreement.max_latent_difference < 1e-4
+    assert reference.unet_samples == reference.unet_calls == 2 * (1 + 5 * 5)
+    assert pipeline.unet_samples == reference.unet_samples - (5 - 1)
 
 
 def test_pipeline_only_does_not_keep_keyframes(components):
