@@ -45,23 +45,8 @@ UNET_CONFIG = dict(
     projection_class_embeddings_input_dim=2816,
 )
 
-VAE_CONFIG = dict(
-    sample_size=1024,
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    act_fn="silu",
-    latent_channels=4,
-    norm_num_groups=32,
-    scaling_factor=0.13025,
-    force_upcast=False,
-)
-
-# The first encoder is SD 1.5's (CLIP ViT-L/14's text tower); SDXL reads its penultimate layer.
-TEXT_ENCODER_CONFIG = sd15.TEXT_ENCODER_CONFIG
+# SD 1.5's VAE architecture, with SDXL's latent scale; force_upcast off as in the fp16-fix VAE.
+VAE_CONFIG = dict(sd15.VAE_CONFIG, sample_size=1024, scaling_factor=0.13025, force_upcast=False)
 
 # OpenCLIP ViT-bigG/14's text tower, with its projection (the pooled embedding).
 TEXT_ENCODER_2_CONFIG = dict(
@@ -93,15 +78,8 @@ def random_vae() -> AutoencoderKL:
 
 
 def random_text_encoder(bos_token_id: int, eos_token_id: int, pad_token_id: int) -> CLIPTextModel:
-    """SDXL's first text encoder (about 123M parameters), random weights, fp32.
-
-    The special-token ids come from the tokenizer that feeds it.
-    """
-    torch.manual_seed(WEIGHTS_SEED + 2)
-    config = CLIPTextConfig(
-        **TEXT_ENCODER_CONFIG, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id
-    )
-    return CLIPTextModel(config).eval()
+    """SDXL's first text encoder: SD 1.5's (CLIP ViT-L/14's text tower), random weights, fp32."""
+    return sd15.random_text_encoder(bos_token_id, eos_token_id, pad_token_id)
 
 
 def random_text_encoder_2(bos_token_id: int, eos_token_id: int, pad_token_id: int) -> CLIPTextModelWithProjection:

@@ -7,7 +7,7 @@ import torch
 from accelerate import init_empty_weights
 
 from animate.tiny import SDXL_SCHEDULER
-from bench import sdxl
+from bench import sd15, sdxl
 from bench.presets import sdxl_components
 
 
@@ -34,7 +34,7 @@ def test_each_model_has_sdxl_bases_parameter_count(build, count):
 def test_the_unet_takes_what_the_encoders_give():
     with torch.device("meta"):
         unet = sdxl.random_unet()
-    token_width = sdxl.TEXT_ENCODER_CONFIG["hidden_size"] + sdxl.TEXT_ENCODER_2_CONFIG["hidden_size"]
+    token_width = sd15.TEXT_ENCODER_CONFIG["hidden_size"] + sdxl.TEXT_ENCODER_2_CONFIG["hidden_size"]
     assert unet.config.cross_attention_dim == token_width == 2048
     pooled_width = sdxl.TEXT_ENCODER_2_CONFIG["projection_dim"]
     assert unet.add_embedding.linear_1.in_features == 6 * unet.config.addition_time_embed_dim + pooled_width == 2816
