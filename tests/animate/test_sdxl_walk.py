@@ -10,16 +10,10 @@ import dataclasses
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from diffusers import (
     DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
@@ -41,23 +35,13 @@ from animate.progress import Progress
 from animate.schedulers import SCHEDULER_NAMES, chosen_scheduler
 from animate.tiny import SDXL_VAE_SCALING_FACTOR, write_tiny_sd2_weights, write_tiny_sdxl_weights
 from animate.weights import load_components
+from tests.animate.test_diffusion import diffusers_pipeline, diffusers_scheduler, max_difference, picture_file
 from tests.server.media import gif_info
 
 SIZE = 64
 STEPS = 6
 GUIDANCE = 7.5
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
-
-# The `scheduler` choices in diffusers, written out so that animate.schedulers' table is checked.
-DIFFUSERS_SCHEDULERS = {
-    "DDIM": DDIMScheduler,
-    "DPMSolverMultistep": DPMSolverMultistepScheduler,
-    "K_EULER": EulerDiscreteScheduler,
-    "K_EULER_ANCESTRAL": EulerAncestralDiscreteScheduler,
-    "KLMS": LMSDiscreteScheduler,
-    "PNDM": PNDMScheduler,
-}
-
 
 @pytest.fixture(scope="module")
 def sdxl_weights(tmp_path_factory):
@@ -96,12 +80,6 @@ def walk_latents(components, walk):
     return torch.cat([latents for _, latents, _ in batches]), prompts, uncond
 
 
-def diffusers_scheduler(components, name):
-    if name == "default":
-        return copy.deepcopy(components.scheduler)
-    return DIFFUSERS_SCHEDULERS[name].from_config(components.scheduler.config)
-
-
 def sdxl_pipeline(pipeline_class, components, scheduler):
     pipe = pipeline_class(
         vae=components.vae,
@@ -116,30 +94,6 @@ def sdxl_pipeline(pipeline_class, components, scheduler):
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def sd_pipeline(components, scheduler):
-    pipe = StableDiffusionPipeline(
-        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
-        unet=components.unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def picture_file(path):
-    """A SIZE x SIZE PNG with shapes and texture, so the VAE sees some structure."""
-    rng = np.random.default_rng(3)
-    y, x = np.mgrid[0:SIZE, 0:SIZE]
-    pixels = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1) + rng.integers(0, 40, (SIZE, SIZE, 3))
-    pixels[16:40, 20:44] = (230, 40, 30)
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
-    return path
-
-
-def max_difference(a, b):
-    return (a - b).abs().max().item()
 
 
 def noise_for(walk):
@@ -339,7 +293,7 @@ def test_every_scheduler_keeps_the_weights_v_prediction(sd2):
 def test_one_prompt_sd2_walk_equals_diffusers_v_prediction_pipeline(sd2):
     walk = settings(("a red house", "a red house"), prompt_strength=1.0)
     latents, prompts, uncond = walk_latents(sd2, walk)
-    expected = sd_pipeline(sd2, copy.deepcopy(sd2.scheduler))(
+    expected = diffusers_pipeline(StableDiffusionPipeline, sd2, copy.deepcopy(sd2.scheduler))(
         prompt_embeds=prompts.embeddings[:1],
         negative_prompt_embeds=uncond.embeddings,
         latents=noise_for(walk),
@@ -361,7 +315,7 @@ def test_one_prompt_sd2_walk_equals_diffusers_v_prediction_pipeline(sd2):
 def test_sd2_walk_with_each_scheduler_equals_diffusers_pipeline_with_it(sd2, name):
     walk = settings(("a red house", "a red house"), 0.5, scheduler=name, negative_prompt="blurry")
     latents, _, _ = walk_latents(sd2, walk)
-    expected = sd_pipeline(sd2, diffusers_scheduler(sd2, name))(
+    expected = diffusers_pipeline(StableDiffusionPipeline, sd2, diffusers_scheduler(sd2, name))(
         prompt="a red house",
         negative_prompt="blurry",
         generator=torch.Generator("cpu").manual_seed(walk.seed),
