@@ -6,6 +6,7 @@ session. script/cog_server.py does the process handling, as for `make demo`.
 """
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -73,6 +74,33 @@ class LiveServer:
 
     def log_tail(self, lines: int = 60) -> str:
         return cog_server.log_tail(self.log_path, lines)
+
+    def log_records(self) -> list[dict]:
+        """The server log's JSON records, one per line (a line still being written is skipped)."""
+        records = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def wait_for_log_message(self, pattern: str, timeout_s: float = 30) -> re.Match:
+        """The first server-log message matching pattern, waiting up to timeout_s for it.
+
+        Read setup's lines here, not in the health check's setup logs: coglet answers READY
+        as soon as setup returns, and the last lines setup printed may still be on their way
+        from the worker then (seen on a loaded 2-core machine). Those lines miss the health
+        check's logs for good, but always reach the server log shortly after.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for record in self.log_records():
+                match = re.search(pattern, record.get("fields", {}).get("message", ""))
+                if match:
+                    return match
+            assert time.monotonic() < deadline, f"no {pattern!r} in the server log\n{self.log_tail()}"
+            time.sleep(0.2)
 
     def health_report(self) -> dict:
         """GET /health-check: status, and setup with its logs."""

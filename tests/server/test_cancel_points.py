@@ -70,12 +70,10 @@ STAGES = [
 def log_times(server, prediction_id: str, pattern: str) -> list[float]:
     """Epoch seconds of the server-log lines of prediction_id whose message matches pattern."""
     times = []
-    for line in server.log_path.read_text(errors="replace").splitlines():
-        if prediction_id not in line or not line.startswith("{"):
-            continue
-        fields = json.loads(line).get("fields", {})
+    for record in server.log_records():
+        fields = record.get("fields", {})
         if fields.get("prediction_id") == prediction_id and re.search(pattern, fields.get("message", "")):
-            stamp = json.loads(line)["timestamp"].replace("Z", "+00:00")
+            stamp = record["timestamp"].replace("Z", "+00:00")
             # Nanoseconds: trim to the microseconds datetime reads.
             stamp = re.sub(r"(\.\d{6})\d+", r"\1", stamp)
             times.append(datetime.fromisoformat(stamp).timestamp())
@@ -92,9 +90,7 @@ def unit_seconds(server, prediction_id: str, pattern: str) -> float:
 
 def output_base(server) -> Path:
     """The directory predict() writes into, from its setup log line."""
-    match = re.search(r"Outputs go to (\S+)", server.health_report()["setup"]["logs"])
-    assert match, "predict.py's setup does not say where outputs go"
-    return Path(match.group(1).strip())
+    return Path(server.wait_for_log_message(r"Outputs go to (\S+)").group(1))
 
 
 def descendants(pid: int) -> list[tuple[int, str]]:

@@ -38,8 +38,7 @@ def sdxl_server(tmp_path_factory):
 
 
 def test_setup_says_it_loaded_sdxl(sdxl_server):
-    logs = sdxl_server.health_report()["setup"]["logs"]
-    assert "Checkpoint: SDXL (StableDiffusionXLPipeline), prediction type epsilon" in logs
+    sdxl_server.wait_for_log_message(r"Checkpoint: SDXL \(StableDiffusionXLPipeline\), prediction type epsilon")
 
 
 def test_example_request_returns_an_mp4_with_every_frame(sdxl_server, tmp_path):
