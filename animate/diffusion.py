@@ -367,7 +367,7 @@ def generator_at(state: torch.Tensor) -> torch.Generator:
 
 def encode_image(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
     """VAE encode of pixels (1, 3, H, W) in [-1, 1]: latents (1, 4, H/8, W/8) in the VAE's
-    dtype, the posterior's mean times the scaling factor (no sampling: the same picture
+    dtype: the posterior's mean scaled by to_unet_latents (no sampling: the same picture
     always gives the same latents).
 
     A reduced-precision encode that gives NaN is done again in float32, as in decode_latents.
@@ -384,7 +384,37 @@ def encode_image(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
 def posterior_mean(vae: AutoencoderKL, pixels: torch.Tensor) -> torch.Tensor:
     """encode_image in the VAE's current dtype, without the NaN check."""
     posterior = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
-    return posterior.mean * vae.config.scaling_factor
+    return to_unet_latents(vae, posterior.mean)
+
+
+def latent_statistics(vae: AutoencoderKL, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The per-channel mean and standard deviation (1, 4, 1, 1) of the VAE's latents, as
+    `like`'s device and dtype, when its config gives both (SD's and SDXL base's VAEs give
+    neither; some SDXL-architecture checkpoints do), else None."""
+    mean = getattr(vae.config, "latents_mean", None)
+    std = getattr(vae.config, "latents_std", None)
+    if mean is None or std is None:
+        return None
+    return torch.tensor(mean).view(1, -1, 1, 1).to(like), torch.tensor(std).view(1, -1, 1, 1).to(like)
+
+
+def to_unet_latents(vae: AutoencoderKL, vae_latents: torch.Tensor) -> torch.Tensor:
+    """The VAE's latents (B, 4, h, w) scaled to the UNet's, as diffusers' SDXL img2img
+    pipeline does: times the scaling factor, standardised first when the config says how."""
+    statistics = latent_statistics(vae, vae_latents)
+    if statistics is None:
+        return vae_latents * vae.config.scaling_factor
+    mean, std = statistics
+    return (vae_latents - mean) * vae.config.scaling_factor / std
+
+
+def to_vae_latents(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """The inverse of to_unet_latents: the UNet's latents (B, 4, h, w) as the VAE decodes them."""
+    statistics = latent_statistics(vae, latents)
+    if statistics is None:
+        return latents / vae.config.scaling_factor
+    mean, std = statistics
+    return latents * std / vae.config.scaling_factor + mean
 
 
 @contextmanager
@@ -400,8 +430,7 @@ def upcast(vae: AutoencoderKL) -> Iterator[None]:
 
 def decode_chunk(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
     """VAE decode of latents (B, 4, h, w) in the VAE's dtype: images (B, 3, H, W) in [0, 1], float32."""
-    scaled = latents.to(vae.dtype) / vae.config.scaling_factor
-    images = vae.decode(scaled, return_dict=False)[0]
+    images = vae.decode(to_vae_latents(vae, latents.to(vae.dtype)), return_dict=False)[0]
     return (images.float() / 2 + 0.5).clamp(0, 1)
 
 

@@ -268,6 +268,52 @@ def test_sdxl_in_half_precision_runs_a_vae_that_asks_for_float32_in_float32(sdxl
     assert gif_info(files[0].read_bytes()).frames == 3
 
 
+# Per-channel statistics of the VAE's latents, as some SDXL-architecture checkpoints give
+# them in vae/config.json; distinct per channel, so a swap or a wrong order shows.
+LATENTS_MEAN = [-0.6, 0.9, -0.3, 1.2]
+LATENTS_STD = [2.5, 1.5, 3.0, 2.0]
+
+
+@pytest.fixture(scope="module")
+def sdxl_with_latent_statistics(sdxl_weights, tmp_path_factory):
+    weights = shutil.copytree(sdxl_weights, tmp_path_factory.mktemp("weights") / "tiny-sdxl-statistics")
+    vae_config = weights / "stable-diffusion" / "vae" / "config.json"
+    config = {**json.loads(vae_config.read_text()), "latents_mean": LATENTS_MEAN, "latents_std": LATENTS_STD}
+    vae_config.write_text(json.dumps(config))
+    return load_components(weights, "cpu", torch.float32)
+
+
+@torch.inference_mode()
+def test_a_vae_with_latent_statistics_encodes_and_decodes_as_diffusers_sdxl_pipelines(
+    sdxl_with_latent_statistics, tmp_path, monkeypatch
+):
+    """A VAE config with latents_mean and latents_std: the init image's latents are
+    standardised before scaling (as StableDiffusionXLImg2ImgPipeline does) and keyframes
+    are unstandardised before decoding (as StableDiffusionXLPipeline does)."""
+    components = sdxl_with_latent_statistics
+    assert list(components.vae.config.latents_mean) == LATENTS_MEAN
+    monkeypatch.setattr(
+        pipeline_stable_diffusion_xl_img2img,
+        "retrieve_latents",
+        lambda encoder_output, generator=None, sample_mode="sample": encoder_output.latent_dist.mode(),
+    )
+    picture = picture_file(tmp_path / "start.png")
+    walk = settings(("a red house", "a red house"), 0.5, init_image=picture)
+    latents, _, _ = walk_latents(components, walk)
+    pipe = sdxl_pipeline(StableDiffusionXLImg2ImgPipeline, components, copy.deepcopy(components.scheduler))
+    expected = pipe(
+        prompt="a red house",
+        image=Image.open(picture).convert("RGB"),
+        strength=0.5,
+        generator=torch.Generator("cpu").manual_seed(walk.seed),
+        guidance_scale=GUIDANCE,
+        num_inference_steps=STEPS,
+        output_type="pt",
+    ).images
+    assert expected.shape == (1, 3, SIZE, SIZE)
+    torch.testing.assert_close(diffusion.decode_latents(components.vae, latents[:1]), expected, **TOLERANCE)
+
+
 def test_sdxl_animation_with_film_and_keyframe_pngs(sdxl, tmp_path):
     walk = Settings(
         prompts=("a cat", "a dog", "a bird"), seed=3, width=SIZE, height=SIZE, num_inference_steps=4,
