@@ -1,11 +1,12 @@
 """Read a user's start picture into the VAE's input tensor, refusing files unsafe to decode.
 
 Uploads are whatever a phone, browser or script produced: any size, EXIF-rotated, with
-transparency, 16-bit, CMYK, animated, cut short, or a small file that claims billions of
-pixels. Each case is turned into the same thing, an RGB picture of exactly the walk's size,
+transparency, 16-bit, CMYK, animated, in a wide-gamut colour space, cut short, or a small
+file that claims billions of pixels. Each case is turned into the same thing, an RGB picture of exactly the walk's size,
 or refused with one sentence before its pixels are decoded.
 """
 
+import io
 import math
 import warnings
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers.image_processor import VaeImageProcessor
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageCms, ImageOps
 
 from animate.prompts import InputError
 
@@ -34,6 +35,8 @@ RESAMPLE = Image.Resampling.LANCZOS
 VAE_INPUT = VaeImageProcessor(do_resize=False)
 # Formats an error message suggests: the ones every browser and phone can save.
 SUGGESTED_FORMATS = "PNG, JPEG, WebP or GIF"
+# The colour space Stable Diffusion's training pictures were in, as web pictures are.
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def load_init_image(path: str | Path, width: int, height: int) -> torch.Tensor:
@@ -42,7 +45,8 @@ def load_init_image(path: str | Path, width: int, height: int) -> torch.Tensor:
     Refuses (InputError) an empty file, a file Pillow cannot identify, one over
     MAX_INIT_IMAGE_PIXELS and one whose pixels cannot be decoded. Then: first frame of an
     animation, EXIF orientation applied, transparency on white, RGB, scaled to cover
-    width x height and centre-cropped to it. Prints one line describing what was done.
+    width x height and centre-cropped to it, an embedded RGB colour profile converted to
+    sRGB. Prints one line describing what was done.
     """
     picture = read_init_image(path, width, height)
     return VAE_INPUT.preprocess(picture)
@@ -66,9 +70,13 @@ def read_init_image(path: str | Path, width: int, height: int) -> Image.Image:
         upright = ImageOps.exif_transpose(image)
     if has_transparency(upright):
         notes.append("transparency on white")
+    to_srgb = to_srgb_transform(upright, notes)
     # Cover: scale by the larger of width / picture width and height / picture height, so
     # both sides are filled, and centre-crop the rest; fit resamples only the kept box.
     picture = ImageOps.fit(to_rgb(upright), (width, height), method=RESAMPLE)
+    if to_srgb is not None:
+        # After the fit: the same colours, converted for width x height pixels only.
+        picture = ImageCms.applyTransform(picture, to_srgb)
     print(f"init_image: {', '.join(notes)}, scaled and cropped to {width}x{height}", flush=True)
     return picture
 
@@ -134,6 +142,32 @@ def decode_first_frame(image: Image.Image) -> bool:
             f"damaged): save the picture again and upload the whole file."
         ) from None
     return animated
+
+
+def to_srgb_transform(image: Image.Image, notes: list[str]) -> ImageCms.ImageCmsTransform | None:
+    """The conversion to sRGB of the RGB colour profile embedded in image (a phone's
+    Display P3, Adobe RGB...), for the picture once it is RGB; None when there is none.
+
+    Without it a wide-gamut photo would look washed out. Grey and CMYK profiles are not
+    applied (those pictures get Pillow's plain conversion to RGB), and an unreadable
+    profile is ignored: the colours are then taken as sRGB, as browsers do.
+    """
+    embedded = image.info.get("icc_profile")
+    if not embedded:
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(embedded))
+        space = profile.profile.xcolor_space.strip()
+        name = ImageCms.getProfileDescription(profile).strip() or "unnamed"
+        if space != "RGB":
+            notes.append(f"{space} colour profile {name!r} not applied")
+            return None
+        transform = ImageCms.buildTransform(profile, SRGB, "RGB", "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        notes.append("unreadable colour profile ignored")
+        return None
+    notes.append(f"colour profile {name!r} converted to sRGB")
+    return transform
 
 
 def has_transparency(image: Image.Image) -> bool:

@@ -9,7 +9,7 @@ import struct
 import zlib
 
 import numpy as np
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, ImageCms
 
 RED, GREEN, BLUE, BLACK, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0), (255, 255, 255)
 
@@ -64,3 +64,17 @@ def exif_rotated_jpeg(orientation: int) -> bytes:
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = orientation
     return encoded(stored, "JPEG", exif=exif, quality=95)
+
+
+def red_green_swapped_profile() -> bytes:
+    """An ICC profile of an RGB colour space whose red and green primaries are sRGB's the
+    other way round: converting a picture in it to sRGB swaps its red and green channels,
+    a change no rounding can fake. Made from Pillow's own sRGB profile by exchanging the
+    offsets of its rXYZ and gXYZ tags in the tag table (12-byte entries after byte 132:
+    signature, offset, size)."""
+    profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    (count,) = struct.unpack(">I", profile[128:132])
+    entries = {bytes(profile[at : at + 4]): at for at in range(132, 132 + 12 * count, 12)}
+    red, green = entries[b"rXYZ"], entries[b"gXYZ"]
+    profile[red + 4 : red + 12], profile[green + 4 : green + 12] = profile[green + 4 : green + 12], profile[red + 4 : red + 12]
+    return bytes(profile)

@@ -6,12 +6,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageCms
 
 from animate.init_image import MAX_INIT_IMAGE_PIXELS, draft_size, load_init_image, on_white, read_init_image
 from animate.prompts import InputError
 from tests.images import (
-    BLACK, BLUE, GREEN, RED, WHITE, black_rows, cut_short, exif_rotated_jpeg, one_bit_png, saved,
+    BLACK, BLUE, GREEN, RED, WHITE, black_rows, cut_short, exif_rotated_jpeg, one_bit_png, red_green_swapped_profile,
+    saved,
 )
 
 
@@ -246,6 +247,49 @@ def test_tensor_is_the_vae_input(tmp_path, capsys):
     assert np.array_equal(as_rgb_array(tensor), np.asarray(read_init_image(tmp_path / "half.png", 48, 24)))
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "init_image: 96x48 PNG (RGB), scaled and cropped to 48x24"
+
+
+# Embedded colour profiles
+
+
+ORANGE = (200, 90, 10)
+
+
+@pytest.mark.parametrize("kind, tolerance", [("PNG", 1), ("JPEG", 6)])
+def test_an_rgb_colour_profile_is_converted_to_srgb(tmp_path, capsys, kind, tolerance):
+    path = saved(Image.new("RGB", (32, 32), ORANGE), tmp_path / f"swapped.{kind.lower()}", icc_profile=red_green_swapped_profile())
+    picture = np.asarray(read_init_image(path, 16, 16)).astype(int)
+    assert np.abs(picture - (90, 200, 10)).max() <= tolerance  # red and green swapped
+    assert "colour profile 'sRGB built-in' converted to sRGB" in capsys.readouterr().out
+
+
+def test_a_colour_profile_applies_after_transparency_on_white(tmp_path):
+    image = Image.new("RGBA", (32, 32), ORANGE + (0,))
+    image.paste(ORANGE + (255,), (0, 0, 16, 32))
+    path = saved(image, tmp_path / "half.png", icc_profile=red_green_swapped_profile())
+    picture = np.asarray(read_init_image(path, 32, 32)).astype(int)
+    assert np.abs(picture[:, :12] - (90, 200, 10)).max() <= 1
+    assert np.abs(picture[:, 20:] - WHITE).max() <= 1  # white is white in either space
+
+
+def test_an_srgb_profile_leaves_the_colours(tmp_path):
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    path = saved(Image.new("RGB", (32, 32), ORANGE), tmp_path / "srgb.png", icc_profile=srgb)
+    assert np.abs(np.asarray(read_init_image(path, 16, 16)).astype(int) - ORANGE).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "profile, note",
+    [
+        (b"not a colour profile at all", "unreadable colour profile ignored"),
+        (ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes(), "Lab colour profile 'Lab identity built-in' not applied"),
+    ],
+    ids=["unreadable", "not-rgb"],
+)
+def test_a_profile_that_cannot_apply_is_ignored_and_said(tmp_path, capsys, profile, note):
+    path = saved(Image.new("RGB", (32, 32), ORANGE), tmp_path / "odd.png", icc_profile=profile)
+    assert np.abs(np.asarray(read_init_image(path, 16, 16)).astype(int) - ORANGE).max() == 0
+    assert note in capsys.readouterr().out
 
 
 # Large JPEGs decode at a reduced DCT scale
