@@ -2,8 +2,9 @@
 
 Uploads are whatever a phone, browser or script produced: any size, EXIF-rotated, with
 transparency, 16-bit, CMYK, animated, in a wide-gamut colour space, cut short, or a small
-file that claims billions of pixels. Each case is turned into the same thing, an RGB picture of exactly the walk's size,
-or refused with one sentence before its pixels are decoded.
+file that claims billions of pixels. Each case is turned into the same thing, an sRGB
+picture of exactly the walk's size, or refused with one sentence before its pixels are
+decoded.
 """
 
 import io
