@@ -123,6 +123,12 @@ def picture_file(path):
     return path
 
 
+def posterior_mode(encoder_output, generator=None, sample_mode="sample"):
+    """diffusers' retrieve_latents made to take the VAE posterior's mode (for its diagonal
+    Gaussian, the mean), as the walk does, instead of sampling it."""
+    return encoder_output.latent_dist.mode()
+
+
 def max_difference(keyframes, expected):
     return (keyframes - expected).abs().max().item()
 
@@ -223,11 +229,7 @@ def test_one_prompt_walk_from_an_init_image_equals_diffusers_img2img(components,
     first used for the noise, so with the seed's generator it draws x_T, and then any step
     noise (Euler ancestral), as the walk does.
     """
-    monkeypatch.setattr(
-        pipeline_stable_diffusion_img2img,
-        "retrieve_latents",
-        lambda encoder_output, generator=None, sample_mode="sample": encoder_output.latent_dist.mode(),
-    )
+    monkeypatch.setattr(pipeline_stable_diffusion_img2img, "retrieve_latents", posterior_mode)
     picture = picture_file(tmp_path / "start.png")
     walk = settings("a red house", "a red house", prompt_strength=0.5, scheduler=name, init_image=picture)
     latents, _, _ = walk_latents(components, walk)

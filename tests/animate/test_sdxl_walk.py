@@ -35,7 +35,9 @@ from animate.progress import Progress
 from animate.schedulers import SCHEDULER_NAMES, chosen_scheduler
 from animate.tiny import SDXL_VAE_SCALING_FACTOR, write_tiny_sd2_weights, write_tiny_sdxl_weights
 from animate.weights import load_components
-from tests.animate.test_diffusion import diffusers_pipeline, diffusers_scheduler, max_difference, picture_file
+from tests.animate.test_diffusion import (
+    diffusers_pipeline, diffusers_scheduler, max_difference, picture_file, posterior_mode,
+)
 from tests.server.media import gif_info
 
 SIZE = 64
@@ -94,6 +96,22 @@ def sdxl_pipeline(pipeline_class, components, scheduler):
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def sdxl_img2img(components, walk, monkeypatch, output_type):
+    """StableDiffusionXLImg2ImgPipeline on walk's first prompt, init image, prompt strength
+    and seed, taking the VAE posterior's mode as the walk does; its `images` output."""
+    monkeypatch.setattr(pipeline_stable_diffusion_xl_img2img, "retrieve_latents", posterior_mode)
+    pipe = sdxl_pipeline(StableDiffusionXLImg2ImgPipeline, components, copy.deepcopy(components.scheduler))
+    return pipe(
+        prompt=walk.prompts[0],
+        image=Image.open(walk.init_image).convert("RGB"),
+        strength=walk.prompt_strength,
+        generator=torch.Generator("cpu").manual_seed(walk.seed),
+        guidance_scale=GUIDANCE,
+        num_inference_steps=STEPS,
+        output_type=output_type,
+    ).images
 
 
 def noise_for(walk):
@@ -215,23 +233,9 @@ def test_batched_sdxl_keyframes_equal_keyframes_one_at_a_time(sdxl, monkeypatch,
 @torch.inference_mode()
 def test_sdxl_walk_from_an_init_image_equals_diffusers_sdxl_img2img(sdxl, tmp_path, monkeypatch):
     """As test_diffusion's img2img test: diffusers made to take the posterior's mode."""
-    monkeypatch.setattr(
-        pipeline_stable_diffusion_xl_img2img,
-        "retrieve_latents",
-        lambda encoder_output, generator=None, sample_mode="sample": encoder_output.latent_dist.mode(),
-    )
-    picture = picture_file(tmp_path / "start.png")
-    walk = settings(("a red house", "a red house"), 0.5, init_image=picture)
+    walk = settings(("a red house", "a red house"), 0.5, init_image=picture_file(tmp_path / "start.png"))
     latents, _, _ = walk_latents(sdxl, walk)
-    expected = sdxl_pipeline(StableDiffusionXLImg2ImgPipeline, sdxl, copy.deepcopy(sdxl.scheduler))(
-        prompt="a red house",
-        image=Image.open(picture).convert("RGB"),
-        strength=0.5,
-        generator=torch.Generator("cpu").manual_seed(walk.seed),
-        guidance_scale=GUIDANCE,
-        num_inference_steps=STEPS,
-        output_type="latent",
-    ).images
+    expected = sdxl_img2img(sdxl, walk, monkeypatch, output_type="latent")
     for keyframe in latents:
         torch.testing.assert_close(keyframe[None], expected, **TOLERANCE)
 
@@ -292,24 +296,9 @@ def test_a_vae_with_latent_statistics_encodes_and_decodes_as_diffusers_sdxl_pipe
     are unstandardised before decoding (as StableDiffusionXLPipeline does)."""
     components = sdxl_with_latent_statistics
     assert list(components.vae.config.latents_mean) == LATENTS_MEAN
-    monkeypatch.setattr(
-        pipeline_stable_diffusion_xl_img2img,
-        "retrieve_latents",
-        lambda encoder_output, generator=None, sample_mode="sample": encoder_output.latent_dist.mode(),
-    )
-    picture = picture_file(tmp_path / "start.png")
-    walk = settings(("a red house", "a red house"), 0.5, init_image=picture)
+    walk = settings(("a red house", "a red house"), 0.5, init_image=picture_file(tmp_path / "start.png"))
     latents, _, _ = walk_latents(components, walk)
-    pipe = sdxl_pipeline(StableDiffusionXLImg2ImgPipeline, components, copy.deepcopy(components.scheduler))
-    expected = pipe(
-        prompt="a red house",
-        image=Image.open(picture).convert("RGB"),
-        strength=0.5,
-        generator=torch.Generator("cpu").manual_seed(walk.seed),
-        guidance_scale=GUIDANCE,
-        num_inference_steps=STEPS,
-        output_type="pt",
-    ).images
+    expected = sdxl_img2img(components, walk, monkeypatch, output_type="pt")
     assert expected.shape == (1, 3, SIZE, SIZE)
     torch.testing.assert_close(diffusion.decode_latents(components.vae, latents[:1]), expected, **TOLERANCE)
 
