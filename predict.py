@@ -9,7 +9,7 @@ scheduler, disable_safety_checker, whose defaults change nothing), and streams t
 it, and it understands only literals: so every `Input(...)` keyword below is ONE literal
 (one string per description, bounds as plain numbers). A name, arithmetic or a description
 split into adjacent string pieces would silently change the deployed schema;
-tests/test_predict_source.py refuses them, and ties the defaults to animate.settings.
+tests/test_predict_source.py refuses them, and ties the defaults to animate.inputs.settings.
 """
 
 import atexit

@@ -13,33 +13,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from animate.conditioning import Conditioning
-from animate.diffusion import (
-    decode_batch_size,
-    decode_latents,
+from animate.diffusion.denoise import (
     denoise_keyframes,
     image_start,
-    keyframe_batch_size,
     latent_noise,
     seed_generator,
     shared_denoise,
     uses_guidance,
 )
-from animate.encoder_thread import encode_in_background
-from animate.files import write_png
-from animate.frames import ping_pong, to_uint8
-from animate.gif import encode_gif, gif_encoder_count
-from animate.inbetween import film_frames, latent_frames
-from animate.init_image import load_init_image
-from animate.mp4 import encode_mp4
-from animate.plan import KeyframePlan
+from animate.diffusion.safety import check_keyframes
+from animate.diffusion.schedulers import chosen_scheduler
+from animate.diffusion.vae import decode_latents
+from animate.frames.host import ping_pong, to_uint8
+from animate.frames.inbetween import film_frames, latent_frames
+from animate.inputs.init_image import load_init_image
+from animate.inputs.plan import KeyframePlan
+from animate.inputs.settings import Settings
+from animate.memory import decode_batch_size, keyframe_batch_size
+from animate.output.encoder_thread import encode_in_background
+from animate.output.files import write_png
+from animate.output.gif import encode_gif, gif_encoder_count
+from animate.output.mp4 import encode_mp4
 from animate.progress import Progress
-from animate.safety import check_keyframes
-from animate.schedulers import chosen_scheduler
-from animate.sdxl_text import add_time_ids, encode_sdxl_prompts
-from animate.settings import Settings
 from animate.slerp import slerp
-from animate.text import encode_prompts
+from animate.text.clip import encode_prompts
+from animate.text.conditioning import Conditioning
+from animate.text.sdxl import add_time_ids, encode_sdxl_prompts
 from animate.weights import Components
 
 # Frames per device-to-host copy; a few frames, so host memory stays small at 1024x768.
@@ -77,8 +76,8 @@ def text_conditioning(components: Components, settings: Settings) -> tuple[Condi
     """The conditioning of the P prompts (P samples) and of the negative prompt (1 sample,
     the unconditional half of guidance), every text encoded once.
 
-    SD 1.x/2.x: CLIP's embeddings (animate.text). SDXL: both encoders' embeddings and the
-    pooled one, as diffusers' StableDiffusionXLPipeline makes them (animate.sdxl_text), with
+    SD 1.x/2.x: CLIP's embeddings (animate.text.clip). SDXL: both encoders' embeddings and the
+    pooled one, as diffusers' StableDiffusionXLPipeline makes them (animate.text.sdxl), with
     the size conditioning of the requested size, the same for both halves.
     """
     prompts = list(settings.prompts)
@@ -148,7 +147,9 @@ def render_keyframes(
         progress.log("safety check", "skipped, as disable_safety_checker asks")
     for start, latents in batches:
         with progress.stage("decode", f"keyframes {start + 1}-{start + latents.shape[0]} of {plan.num_keyframes}"):
-            images = decode_latents(components.vae, latents)
+            images = decode_latents(
+                components.vae, latents, decode_batch_size(components.device, latents, components.vae.dtype)
+            )
         check_keyframes(safety_checker, components.feature_extractor, images, start, plan.num_keyframes)
         progress.keyframes_decoded(start, latents, images, plan.num_keyframes)
         yield start, latents, images

@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from animate import animate, settings_from_inputs
-from animate.init_image import MAX_INIT_IMAGE_PIXELS
-from animate.schedulers import SCHEDULER_NAMES
+from animate.diffusion.schedulers import SCHEDULER_NAMES
+from animate.inputs.init_image import MAX_INIT_IMAGE_PIXELS
 from bench.measure import host_memory_kib, reset_peak_host_memory
 from bench.presets import tiny_components
 

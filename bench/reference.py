@@ -20,13 +20,13 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor
 
 from animate import Settings, slerp
-from animate.conditioning import Conditioning
-from animate.diffusion import initial_noise, shared_step_count
-from animate.frames import to_uint8
-from animate.gif import encode_gif
-from animate.mp4 import encode_mp4
+from animate.diffusion.denoise import initial_noise, shared_step_count
+from animate.frames.host import to_uint8
+from animate.output.gif import encode_gif
+from animate.output.mp4 import encode_mp4
 from animate.pipeline import plan_for
-from animate.sdxl_text import add_time_ids, encode_sdxl_prompts
+from animate.text.conditioning import Conditioning
+from animate.text.sdxl import add_time_ids, encode_sdxl_prompts
 from animate.weights import Components, place_unet, place_vae
 from bench.measure import StageClock
 
@@ -78,7 +78,7 @@ def encode_text(components: Components, prompt: str) -> torch.Tensor:
 
 def encode_texts(components: Components, settings: Settings) -> tuple[list[Conditioning], Conditioning]:
     """Each prompt's conditioning (1 sample), one prompt per encoder call, and the empty
-    negative prompt's. SDXL: both encoders and the pooled embedding (animate.sdxl_text,
+    negative prompt's. SDXL: both encoders and the pooled embedding (animate.text.sdxl,
     whose negative side comes with each prompt: zeros when the checkpoint says
     force_zeros_for_empty_prompt), with the size conditioning of the requested size."""
     if components.kind != "sdxl":

@@ -1,6 +1,6 @@
 """Pictures for init_image tests, made with Pillow and zlib: bombs, cut files, odd modes.
 
-tests/animate/test_init_image.py reads them with animate.init_image directly;
+tests/animate/inputs/test_init_image.py reads them with animate.inputs.init_image directly;
 tests/server/test_new_inputs.py sends them to the real server.
 """
 

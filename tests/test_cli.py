@@ -23,6 +23,7 @@ ENTRY_POINTS = {
     "script/schema": [str(REPO_ROOT / "script" / "schema")],
     "script/soak": [str(REPO_ROOT / "script" / "soak")],
     "script/download-weights": [str(REPO_ROOT / "script" / "download-weights")],
+    "script/output-hashes": [str(REPO_ROOT / "script" / "output-hashes")],
     "python -m animate.tiny": [sys.executable, "-m", "animate.tiny"],
     "python -m film_net.convert": [sys.executable, "-m", "film_net.convert"],
     "python -m bench": [sys.executable, "-m", "bench"],

@@ -13,14 +13,18 @@ those literals say must be the public contract and the project's own defaults.
 import ast
 import io
 import tokenize
-from pathlib import Path
 
 import pytest
 
-from animate.schedulers import SCHEDULER_NAMES
-from animate.settings import INPUT_DEFAULTS, MAX_SEED
+from animate.diffusion.schedulers import SCHEDULER_NAMES
+from animate.inputs.settings import INPUT_DEFAULTS, MAX_SEED
 from tests.conftest import REPO_ROOT
-from tests.test_schema import ALLOWED_ADDITIONS, EXTRA_INPUTS, INPUT_ORDER, contract_input_schema
+from tests.test_schema import (
+    ALLOWED_ADDITIONS,
+    EXTRA_INPUTS,
+    INPUT_ORDER,
+    contract_input_schema,
+)
 
 PREDICT_PY = REPO_ROOT / "predict.py"
 
@@ -155,7 +159,7 @@ def test_scheduler_choices_are_the_samplers_the_walk_knows():
 
 
 def test_predict_py_literals_are_the_project_defaults():
-    """predict.py's literal defaults (what is deployed) and animate.settings (what the rest of
+    """predict.py's literal defaults (what is deployed) and animate.inputs.settings (what the rest of
     the project uses) are one set of values; the seed's bound is the settings' MAX_SEED."""
     inputs = static_inputs(PREDICT_PY.read_text())
     declared = {name: fields["default"] for name, fields in inputs.items() if "default" in fields}

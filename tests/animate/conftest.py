@@ -4,7 +4,9 @@ import subprocess
 
 import pytest
 import torch
-from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+from diffusers.pipelines.stable_diffusion.safety_checker import (
+    StableDiffusionSafetyChecker,
+)
 from transformers import CLIPConfig, CLIPImageProcessorPil
 
 from animate.tiny import write_tiny_weights
@@ -74,5 +76,5 @@ def started(monkeypatch):
         processes.append(real_popen(*args, **kwargs))
         return processes[-1]
 
-    monkeypatch.setattr("animate.ffmpeg.subprocess.Popen", recording_popen)
+    monkeypatch.setattr("animate.output.ffmpeg.subprocess.Popen", recording_popen)
     return processes

@@ -9,12 +9,12 @@ import torch
 from PIL import Image
 
 from animate import InputError, KeyframePlan, animate, settings_from_inputs
+from animate.diffusion.safety import UnsafeContentError
+from animate.diffusion.schedulers import SCHEDULER_NAMES
+from animate.inputs.settings import INPUT_DEFAULTS
 from animate.pipeline import keyframe_embeddings, walk_embedding
 from animate.progress import STAGES, Progress
-from animate.safety import UnsafeContentError
-from animate.schedulers import SCHEDULER_NAMES
-from animate.settings import INPUT_DEFAULTS
-from animate.text import encode_prompts
+from animate.text.clip import encode_prompts
 
 
 def settings(**overrides):

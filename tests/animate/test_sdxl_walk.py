@@ -1,7 +1,7 @@
 """The walk on the other checkpoint kinds: SDXL (pooled embedding and size conditioning) and
 SD 2.x (v-prediction), each on its tiny weights, against diffusers' own pipelines.
 
-Tolerances are those of tests/animate/test_diffusion.py: float32 rounding of UNet batches
+Tolerances are those of tests/animate/diffusion/test_diffusion.py: float32 rounding of UNet batches
 of different sizes (and of texts encoded in other batches), 1e-4 on latents of order 10.
 """
 
@@ -21,9 +21,11 @@ from diffusers import (
 from diffusers.pipelines.stable_diffusion_xl import pipeline_stable_diffusion_xl_img2img
 from PIL import Image
 
-from animate import Settings, animate, diffusion, slerp
-from animate.diffusion import encode_image, initial_noise
-from animate.init_image import load_init_image
+from animate import Settings, animate, memory, slerp
+from animate.diffusion.denoise import initial_noise
+from animate.diffusion.schedulers import SCHEDULER_NAMES, chosen_scheduler
+from animate.diffusion.vae import decode_latents, encode_image
+from animate.inputs.init_image import load_init_image
 from animate.pipeline import (
     keyframe_conditioning,
     plan_for,
@@ -32,11 +34,18 @@ from animate.pipeline import (
     walk_conditioning,
 )
 from animate.progress import Progress
-from animate.schedulers import SCHEDULER_NAMES, chosen_scheduler
-from animate.tiny import SDXL_VAE_SCALING_FACTOR, write_tiny_sd2_weights, write_tiny_sdxl_weights
+from animate.tiny import (
+    SDXL_VAE_SCALING_FACTOR,
+    write_tiny_sd2_weights,
+    write_tiny_sdxl_weights,
+)
 from animate.weights import load_components
-from tests.animate.test_diffusion import (
-    diffusers_pipeline, diffusers_scheduler, max_difference, picture_file, posterior_mode,
+from tests.animate.diffusion.test_diffusion import (
+    diffusers_pipeline,
+    diffusers_scheduler,
+    max_difference,
+    picture_file,
+    posterior_mode,
 )
 from tests.server.media import gif_info
 
@@ -213,7 +222,7 @@ def test_batched_sdxl_keyframes_equal_keyframes_one_at_a_time(sdxl, monkeypatch,
     hook = sdxl.unet.register_forward_pre_hook(lambda module, args: samples.append(args[0].shape[0]))
 
     def keyframes(batch_size):
-        monkeypatch.setattr(diffusion, "CPU_KEYFRAME_BATCH", batch_size)
+        monkeypatch.setattr(memory, "CPU_KEYFRAME_BATCH", batch_size)
         samples.clear()
         return walk_latents(sdxl, walk)[0]
 
@@ -300,7 +309,7 @@ def test_a_vae_with_latent_statistics_encodes_and_decodes_as_diffusers_sdxl_pipe
     latents, _, _ = walk_latents(components, walk)
     expected = sdxl_img2img(components, walk, monkeypatch, output_type="pt")
     assert expected.shape == (1, 3, SIZE, SIZE)
-    torch.testing.assert_close(diffusion.decode_latents(components.vae, latents[:1]), expected, **TOLERANCE)
+    torch.testing.assert_close(decode_latents(components.vae, latents[:1], 1), expected, **TOLERANCE)
 
 
 def test_sdxl_animation_with_film_and_keyframe_pngs(sdxl, tmp_path):

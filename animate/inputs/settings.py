@@ -1,0 +1,122 @@
+"""The validated settings of one prediction, built from the public inputs, and their defaults."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from animate.inputs.prompts import InputError, check_length, parse_prompts
+
+MAX_SEED = 2**32 - 1
+
+# The defaults of the public inputs that have one, by input name: the one place the rest of
+# the project takes them from. predict.py states them again as literals, because `cog build`
+# reads its text, not its values; tests/test_predict_source.py holds the two together.
+INPUT_DEFAULTS = {
+    "width": 512,
+    "height": 512,
+    "num_inference_steps": 50,
+    "prompt_strength": 0.8,
+    "num_animation_frames": 10,
+    "num_interpolation_steps": 5,
+    "guidance_scale": 7.5,
+    "gif_frames_per_second": 20,
+    "gif_ping_pong": False,
+    "film_interpolation": True,
+    "intermediate_output": False,
+    "seed": None,
+    "output_format": "gif",
+    # Beyond the hosted model's 15 inputs: each default leaves the walk as it was without them.
+    "negative_prompt": "",
+    "init_image": None,
+    "scheduler": "default",
+    "disable_safety_checker": False,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the walk needs, in the walk's own names (docs/behaviour.md, "The walk").
+
+    Only the prompts and the seed have no default; the rest default to the inputs' defaults.
+    """
+
+    prompts: tuple[str, ...]
+    seed: int
+    width: int = INPUT_DEFAULTS["width"]
+    height: int = INPUT_DEFAULTS["height"]
+    num_inference_steps: int = INPUT_DEFAULTS["num_inference_steps"]
+    prompt_strength: float = INPUT_DEFAULTS["prompt_strength"]
+    num_animation_frames: int = INPUT_DEFAULTS["num_animation_frames"]
+    num_interpolation_steps: int = INPUT_DEFAULTS["num_interpolation_steps"]
+    guidance_scale: float = INPUT_DEFAULTS["guidance_scale"]
+    frames_per_second: int = INPUT_DEFAULTS["gif_frames_per_second"]
+    ping_pong: bool = INPUT_DEFAULTS["gif_ping_pong"]
+    film_interpolation: bool = INPUT_DEFAULTS["film_interpolation"]
+    intermediate_output: bool = INPUT_DEFAULTS["intermediate_output"]
+    output_format: str = INPUT_DEFAULTS["output_format"]
+    negative_prompt: str = INPUT_DEFAULTS["negative_prompt"]
+    init_image: Path | None = INPUT_DEFAULTS["init_image"]
+    scheduler: str = INPUT_DEFAULTS["scheduler"]
+    disable_safety_checker: bool = INPUT_DEFAULTS["disable_safety_checker"]
+
+
+def draw_seed() -> int:
+    """A seed in 0..2**32-1 from the operating system's random source."""
+    return int.from_bytes(os.urandom(4), "big")
+
+
+def settings_from_inputs(
+    prompt_start: str,
+    prompt_end: str,
+    width: int,
+    height: int,
+    num_inference_steps: int,
+    prompt_strength: float,
+    num_animation_frames: int,
+    num_interpolation_steps: int,
+    guidance_scale: float,
+    gif_frames_per_second: int,
+    gif_ping_pong: bool,
+    film_interpolation: bool,
+    intermediate_output: bool,
+    seed: int | None,
+    output_format: str,
+    negative_prompt: str = INPUT_DEFAULTS["negative_prompt"],
+    init_image: str | Path | None = INPUT_DEFAULTS["init_image"],
+    scheduler: str = INPUT_DEFAULTS["scheduler"],
+    disable_safety_checker: bool = INPUT_DEFAULTS["disable_safety_checker"],
+) -> Settings:
+    """Validate what the server schema cannot (prompt content, seed range) and fix the seed.
+
+    Bounds and choices of the other inputs are declared once, in predict.py, and enforced
+    by the server before predict() runs. Prints `Using seed: N`.
+    """
+    prompts = parse_prompts(prompt_start, prompt_end)
+    check_length("negative_prompt", negative_prompt)
+    if seed is None:
+        seed = draw_seed()
+    elif not 0 <= seed <= MAX_SEED:
+        raise InputError(f"seed {seed} is out of range: use a whole number from 0 to {MAX_SEED}.")
+    # The server passes JSON 7.0 for an integer input as the float 7.0.
+    seed = int(seed)
+    print(f"Using seed: {seed}", flush=True)
+    return Settings(
+        prompts=tuple(prompts),
+        width=int(width),
+        height=int(height),
+        num_inference_steps=int(num_inference_steps),
+        prompt_strength=float(prompt_strength),
+        num_animation_frames=int(num_animation_frames),
+        num_interpolation_steps=int(num_interpolation_steps),
+        guidance_scale=float(guidance_scale),
+        frames_per_second=int(gif_frames_per_second),
+        ping_pong=bool(gif_ping_pong),
+        film_interpolation=bool(film_interpolation),
+        intermediate_output=bool(intermediate_output),
+        seed=int(seed),
+        output_format=str(output_format),
+        negative_prompt=str(negative_prompt),
+        init_image=None if init_image is None else Path(init_image),
+        scheduler=str(scheduler),
+        disable_safety_checker=bool(disable_safety_checker),
+    )
