@@ -245,7 +245,11 @@ def encode_animation(
 
 @torch.inference_mode()
 def animate(
-    components: Components, settings: Settings, output_dir: str | Path, progress: Progress | None = None
+    components: Components,
+    settings: Settings,
+    output_dir: str | Path,
+    progress: Progress | None = None,
+    encode: bool = True,
 ) -> Iterator[Path]:
     """Run the walk; yield keyframe-NNN.png files (with intermediate_output) as each batch of
     keyframes is ready, then animation.gif / animation.mp4 last.
@@ -253,6 +257,8 @@ def animate(
     `progress` hears of every stage, denoising step, frame and keyframe batch, and may raise
     from its `step` to stop the walk (see animate.progress); by default a new Progress logs
     them on stdout. An init image that cannot be used raises InputError before any model runs.
+    With encode=False (the benchmark, on a GPU machine without ffmpeg) the frames are made
+    and copied to the host as usual, then dropped: no animation file, no stage "encode".
     """
     progress = Progress() if progress is None else progress
     output_dir = Path(output_dir)
@@ -290,6 +296,10 @@ def animate(
         animation_frames(components, settings, keyframe_latents, keyframe_images, progress),
         plan.num_frames, progress, method,
     )
+    if not encode:
+        for _ in frames:
+            pass
+        return
     if settings.ping_pong:
         frames = ping_pong(frames, output_dir)
     path = output_dir / f"animation.{settings.output_format}"
