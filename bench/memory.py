@@ -54,6 +54,11 @@ SAFETY_CHECKER_VISION = dict(
 
 
 STAGES = ("keyframes", "decode", "FILM")
+STAGE_LABELS = {
+    "keyframes": "keyframes (UNet, both halves of guidance)",
+    "decode": "decode (VAE)",
+    "FILM": "FILM (pairs per call)",
+}
 
 
 @dataclass(frozen=True)
@@ -124,29 +129,41 @@ class StageRow:
     batches: tuple[int, ...]
 
 
-def request_rows(request: Request, weights_bytes: int) -> list[StageRow]:
-    """The rows of one request's stages (latent in-betweens decode in batches of the
-    decode row's size)."""
-    settings = request.settings
-    height, width, steps = settings.height, settings.width, settings.num_interpolation_steps
+def chosen_batches(
+    usable: int | None, usable_at_film: int | None, settings: Settings, element_sizes: dict[str, int]
+) -> dict[str, int]:
+    """{stage: the batch the walk chooses}: "keyframes" and "decode" from the bytes usable
+    when the keyframes start, "FILM" from those usable when FILM starts. element_sizes:
+    bytes per value of the UNet ("keyframes"), the VAE ("decode") and FILM ("FILM")."""
+    height, width = settings.height, settings.width
     guided = uses_guidance(settings.guidance_scale)
-    usable = [usable_after_setup(card, weights_bytes) for card in CARDS_GB]
-    at_film = [bytes_ - keyframes_held(settings) for bytes_ in usable]
-    rows = {
-        "keyframes": StageRow(
-            request.name, "keyframes (UNet, both halves of guidance)", keyframe_bytes(height, width, guided, HALF),
-            tuple(keyframe_batch_size(bytes_, height, width, guided, HALF) for bytes_ in usable),
-        ),
-        "decode": StageRow(
-            request.name, "decode (VAE)", decode_bytes(height, width, HALF),
-            tuple(decode_batch_size(bytes_, height, width, HALF) for bytes_ in usable),
-        ),
-        "FILM": StageRow(
-            request.name, "FILM (pairs per call)", film_bytes(height, width, steps, HALF),
-            tuple(film_batch_size(bytes_, height, width, steps, HALF) for bytes_ in at_film),
+    return {
+        "keyframes": keyframe_batch_size(usable, height, width, guided, element_sizes["keyframes"]),
+        "decode": decode_batch_size(usable, height, width, element_sizes["decode"]),
+        "FILM": film_batch_size(
+            usable_at_film, height, width, settings.num_interpolation_steps, element_sizes["FILM"]
         ),
     }
-    return [rows[stage] for stage in request.stages]
+
+
+def request_rows(request: Request, weights_bytes: int) -> list[StageRow]:
+    """The rows of one request's stages, in fp16 (latent in-betweens decode in batches of
+    the decode row's size)."""
+    settings = request.settings
+    height, width = settings.height, settings.width
+    per_item = {
+        "keyframes": keyframe_bytes(height, width, uses_guidance(settings.guidance_scale), HALF),
+        "decode": decode_bytes(height, width, HALF),
+        "FILM": film_bytes(height, width, settings.num_interpolation_steps, HALF),
+    }
+    batches = []
+    for card in CARDS_GB:
+        usable = usable_after_setup(card, weights_bytes)
+        batches.append(chosen_batches(usable, usable - keyframes_held(settings), settings, dict.fromkeys(STAGES, HALF)))
+    return [
+        StageRow(request.name, STAGE_LABELS[stage], per_item[stage], tuple(chosen[stage] for chosen in batches))
+        for stage in request.stages
+    ]
 
 
 def batch_table() -> tuple[dict[str, int], list[StageRow]]:
