@@ -20,7 +20,7 @@ import torch
 from animate import Components, Settings, animate
 from animate.memory import DeviceMemory
 from animate.progress import Progress
-from bench.gpu_check import EXPECTED_S, REPO_ROOT, new_result, table, write_result
+from bench.gpu_check import EXPECTED_S, REPO_ROOT, check_age, new_result, table, write_result
 from bench.memory import chosen_batches
 from bench.presets import DEFAULT_REQUEST, PRESETS, Preset, build_components
 from bench.report import comparison_record, describe_machine, verdict
@@ -145,9 +145,9 @@ def preset_part(
 
 
 class BlindMemory(DeviceMemory):
-    """The device's memory as the walk sees it, less blind: usable_bytes counts `hidden`
-    bytes more than there are (memory the trial filled), as an estimate that is too high
-    would, so the walk sizes batches that do not fit."""
+    """The device's real memory, except that usable_bytes counts `hidden` bytes more than
+    there are (the memory the trial filled): the walk sizes its batches as for an empty card,
+    as an estimate that is too high would, and they do not fit."""
 
     def __init__(self, device: torch.device, hidden: int):
         super().__init__(device)
@@ -241,7 +241,7 @@ def timed(run: Callable[[], dict], seconds_left: float) -> dict:
 def run_check(arguments: argparse.Namespace) -> int:
     """Run the parts asked for within the budget; write the JSON after each; print the table.
     Exit status 0 when every part asked for ran and passed."""
-    started = time.perf_counter()
+    started = time.perf_counter() - check_age()
     device = torch.device("cuda")
     encode = ffmpeg_available()
     result = new_result(arguments.budget, machine_record(device))

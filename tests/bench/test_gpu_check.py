@@ -9,6 +9,7 @@ import importlib.metadata
 import json
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -50,6 +51,39 @@ def test_without_cuda_it_says_so_in_one_sentence_and_exits_non_zero(tmp_path, co
     assert sentence == [gpu_check.NO_CUDA]
     assert gpu_check.NO_CUDA.count(".") == 1 and gpu_check.NO_CUDA.endswith(".")
     assert not out.exists()
+
+
+def write_wheel(folder, name, version):
+    """A minimal pure-Python wheel of one module, `name`, that says its version."""
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": f"VERSION = {version!r}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(path, "w") as wheel:
+        for file, text in files.items():
+            wheel.writestr(file, text)
+        wheel.writestr(f"{info}/RECORD", "".join(f"{file},,\n" for file in [*files, f"{info}/RECORD"]))
+    return path
+
+
+def test_the_wheels_are_installed_without_network_once(tmp_path):
+    wheels, site = tmp_path / "gpu-wheels", tmp_path / "site"
+    wheels.mkdir()
+    with pytest.raises(SystemExit, match=r"^No wheels in .*: run `make gpu-wheels` where the package registry"):
+        gpu_check.install_wheels(wheels, site)
+    write_wheel(wheels, "gpu_check_probe", "1.0")
+    gpu_check.install_wheels(wheels, site)
+    assert (site / "gpu_check_probe.py").read_text() == "VERSION = '1.0'\n"
+    (site / "gpu_check_probe.py").write_text("touched")
+    gpu_check.install_wheels(wheels, site)  # the same wheels: nothing to do
+    assert (site / "gpu_check_probe.py").read_text() == "touched"
+    (wheels / "gpu_check_probe-1.0-py3-none-any.whl").unlink()
+    write_wheel(wheels, "gpu_check_probe", "2.0")
+    gpu_check.install_wheels(wheels, site)  # other wheels: installed afresh
+    assert (site / "gpu_check_probe.py").read_text() == "VERSION = '2.0'\n"
 
 
 def fake_side(total, stages):
