@@ -24,7 +24,7 @@ DEMO_WEIGHTS_TARGET :=
 endif
 DEMO_OVERRIDES ?=
 
-.PHONY: help demo test weights real-weights schema bench soak clean
+.PHONY: help demo test weights real-weights schema bench soak gpu-wheels gpu-check clean
 .DEFAULT_GOAL := help
 
 ## help: list these targets (what a bare `make` does)
@@ -61,9 +61,17 @@ bench: $(RUNTIME_STAMP)
 soak: $(RUNTIME_STAMP) weights schema
 	$(PY) script/soak --weights $(abspath $(TINY_WEIGHTS))
 
-## clean: remove generated files (outputs, schema, tiny weights, benchmark results, caches); keeps .venv and real weights
+## gpu-wheels: download, into gpu-wheels/, the wheels a bare CUDA machine with PyTorch needs for make gpu-check
+gpu-wheels: $(RUNTIME_STAMP)
+	$(PY) -m bench.gpu_wheels
+
+## gpu-check: on a CUDA machine, without network: bench presets, half precision on CUDA, out-of-memory trial (docs/memory.md)
+gpu-check:
+	$(PYTHON) script/gpu-check $(GPU_CHECK_ARGS)
+
+## clean: remove generated files (outputs, schema, tiny weights, benchmark results, GPU-check wheels, caches); keeps .venv and real weights
 clean:
-	rm -rf outputs .cog $(TINY_WEIGHTS) $(TINY_WEIGHTS)-sd2 $(TINY_WEIGHTS)-sdxl bench/results .pytest_cache
+	rm -rf outputs .cog $(TINY_WEIGHTS) $(TINY_WEIGHTS)-sd2 $(TINY_WEIGHTS)-sdxl bench/results .pytest_cache gpu-wheels .gpu-check
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 $(VENV)/bin/python:

@@ -29,7 +29,7 @@ from animate.frames.inbetween import film_frames, latent_frames
 from animate.inputs.init_image import load_init_image
 from animate.inputs.plan import KeyframePlan
 from animate.inputs.settings import Settings
-from animate.memory import decode_batch_size, keyframe_batch_size
+from animate.memory import WHOLE, StageBatches, decode_batch_size, film_batch_size, keyframe_batch_size
 from animate.output.encoder_thread import encode_in_background
 from animate.output.files import write_png
 from animate.output.gif import encode_gif, gif_encoder_count
@@ -72,24 +72,30 @@ def walk_embedding(plan: KeyframePlan, prompt_embeddings: torch.Tensor, position
     return slerp(t, prompt_embeddings[segment : segment + 1], prompt_embeddings[segment + 1 : segment + 2])
 
 
-def text_conditioning(components: Components, settings: Settings) -> tuple[Conditioning, Conditioning]:
+def text_conditioning(
+    components: Components, settings: Settings, progress: Progress | None = None
+) -> tuple[Conditioning, Conditioning]:
     """The conditioning of the P prompts (P samples) and of the negative prompt (1 sample,
-    the unconditional half of guidance), every text encoded once.
+    the unconditional half of guidance), every text encoded once, all in one batch unless
+    it runs out of memory (stage "text", logged to `progress`).
 
     SD 1.x/2.x: CLIP's embeddings (animate.text.clip). SDXL: both encoders' embeddings and the
     pooled one, as diffusers' StableDiffusionXLPipeline makes them (animate.text.sdxl), with
     the size conditioning of the requested size, the same for both halves.
     """
     prompts = list(settings.prompts)
+    batches = stage_batches(components, Progress() if progress is None else progress, "text", WHOLE)
     if components.kind == "sdxl":
-        text = encode_sdxl_prompts(components, prompts, settings.negative_prompt)
+        text = encode_sdxl_prompts(components, prompts, settings.negative_prompt, batches)
         # In the embeddings' dtype, as diffusers makes them.
         time_ids = add_time_ids(settings.height, settings.width, text.embeddings.dtype).to(components.device)
         return (
             Conditioning(text.embeddings, text.pooled, time_ids),
             Conditioning(text.negative_embeddings, text.negative_pooled, time_ids),
         )
-    embeddings, uncond = encode_prompts(components.tokenizer, components.text_encoder, prompts, settings.negative_prompt)
+    embeddings, uncond = encode_prompts(
+        components.tokenizer, components.text_encoder, prompts, settings.negative_prompt, batches
+    )
     return Conditioning(embeddings), Conditioning(uncond)
 
 
@@ -102,6 +108,12 @@ def keyframe_conditioning(plan: KeyframePlan, prompts: Conditioning) -> Conditio
 def walk_conditioning(plan: KeyframePlan, prompts: Conditioning, position: float) -> Conditioning:
     """The conditioning (1 sample) at a fraction `position` of the whole walk (walk_embedding)."""
     return prompts.map(lambda embeddings: walk_embedding(plan, embeddings, position))
+
+
+def stage_batches(components: Components, progress: Progress, stage: str, size: int) -> StageBatches:
+    """The batches of one stage of this walk on components' device, `size` items each to
+    start with, logging to `progress` when they run out of memory (animate.memory)."""
+    return StageBatches(stage, size, components.memory, progress)
 
 
 def render_keyframes(
@@ -120,37 +132,47 @@ def render_keyframes(
     settings disable it), and tells `progress` of it first.
 
     keyframes: the K keyframes' conditioning; middle: the walk's at position 0.5, for the
-    shared start; uncond: the negative prompt's, used at every step.
+    shared start; uncond: the negative prompt's, used at every step. Batch sizes come from
+    the memory components.memory says this process can use, when the stage starts.
     """
     scheduler = chosen_scheduler(settings.scheduler, components.scheduler)
     progress.log("Sampler", f"{type(scheduler).__name__} ({settings.scheduler})")
     generator = seed_generator(settings.seed)
     noise = latent_noise(generator, settings.height, settings.width, components.device, components.dtype)
     if init_pixels is None:
-        shared, scheduler, remaining = shared_denoise(
-            components.unet, scheduler, noise, settings.num_inference_steps,
-            settings.prompt_strength, middle, uncond, settings.guidance_scale, progress, generator,
+        # One latent: nothing to halve, but a shared start that does not fit ends in one sentence.
+        _, (shared, scheduler, remaining) = stage_batches(components, progress, "shared start", 1).run(
+            0, 1, lambda start, stop: shared_denoise(
+                components.unet, scheduler, noise, settings.num_inference_steps,
+                settings.prompt_strength, middle, uncond, settings.guidance_scale, progress, generator,
+            ),
         )
     else:
         shared, scheduler, remaining = image_start(
             components.vae, scheduler, init_pixels, noise, settings.num_inference_steps,
-            settings.prompt_strength, progress,
+            settings.prompt_strength, progress, stage_batches(components, progress, "init_image", 1),
         )
-    batch_size = keyframe_batch_size(components.device, shared, uses_guidance(settings.guidance_scale))
+    usable = components.memory.usable_bytes()
+    batch_size = keyframe_batch_size(
+        usable, settings.height, settings.width, uses_guidance(settings.guidance_scale), shared.element_size()
+    )
     progress.log("keyframes", f"{plan.num_keyframes} keyframes, {batch_size} per batch")
     batches = denoise_keyframes(
-        components.unet, scheduler, shared, remaining, keyframes, uncond,
-        settings.guidance_scale, batch_size, progress, generator,
+        components.unet, scheduler, shared, remaining, keyframes, uncond, settings.guidance_scale,
+        stage_batches(components, progress, "keyframes", batch_size), progress, generator,
     )
+    decode_size = decode_batch_size(usable, settings.height, settings.width, components.vae.dtype.itemsize)
+    decode_batches = stage_batches(components, progress, "decode", decode_size)
+    safety_batches = stage_batches(components, progress, "safety check", WHOLE)
     safety_checker = None if settings.disable_safety_checker else components.safety_checker
     if safety_checker is None and components.safety_checker is not None:
         progress.log("safety check", "skipped, as disable_safety_checker asks")
     for start, latents in batches:
         with progress.stage("decode", f"keyframes {start + 1}-{start + latents.shape[0]} of {plan.num_keyframes}"):
-            images = decode_latents(
-                components.vae, latents, decode_batch_size(components.device, latents, components.vae.dtype)
-            )
-        check_keyframes(safety_checker, components.feature_extractor, images, start, plan.num_keyframes)
+            images = decode_latents(components.vae, latents, decode_batches)
+        check_keyframes(
+            safety_checker, components.feature_extractor, images, start, plan.num_keyframes, safety_batches
+        )
         progress.keyframes_decoded(start, latents, images, plan.num_keyframes)
         yield start, latents, images
 
@@ -162,12 +184,18 @@ def animation_frames(
     keyframe_images: torch.Tensor,
     progress: Progress,
 ) -> Iterator[torch.Tensor]:
-    """The F frames (3, H, W) in order, with FILM or with slerped latents."""
+    """The F frames (3, H, W) in order, with FILM or with slerped latents, in batches sized
+    from the memory components.memory says this process can use now."""
     steps = settings.num_interpolation_steps
+    usable = components.memory.usable_bytes()
     if settings.film_interpolation:
-        return film_frames(components.film, keyframe_images, steps, progress)
-    batch_size = decode_batch_size(components.device, keyframe_latents, components.vae.dtype)
-    return latent_frames(components.vae, keyframe_latents, keyframe_images, steps, batch_size)
+        film_dtype = next(components.film.parameters()).dtype
+        size = film_batch_size(usable, settings.height, settings.width, steps, film_dtype.itemsize)
+        batches = stage_batches(components, progress, "FILM", size)
+        return film_frames(components.film, keyframe_images, steps, progress, batches)
+    size = decode_batch_size(usable, settings.height, settings.width, components.vae.dtype.itemsize)
+    batches = stage_batches(components, progress, "in-betweens", size)
+    return latent_frames(components.vae, keyframe_latents, keyframe_images, steps, batches)
 
 
 def host_frames(frames: Iterable[torch.Tensor], total: int, progress: Progress, method: str) -> Iterator[np.ndarray]:
@@ -217,7 +245,11 @@ def encode_animation(
 
 @torch.inference_mode()
 def animate(
-    components: Components, settings: Settings, output_dir: str | Path, progress: Progress | None = None
+    components: Components,
+    settings: Settings,
+    output_dir: str | Path,
+    progress: Progress | None = None,
+    encode: bool = True,
 ) -> Iterator[Path]:
     """Run the walk; yield keyframe-NNN.png files (with intermediate_output) as each batch of
     keyframes is ready, then animation.gif / animation.mp4 last.
@@ -225,6 +257,8 @@ def animate(
     `progress` hears of every stage, denoising step, frame and keyframe batch, and may raise
     from its `step` to stop the walk (see animate.progress); by default a new Progress logs
     them on stdout. An init image that cannot be used raises InputError before any model runs.
+    With encode=False (the benchmark, on a GPU machine without ffmpeg) the frames are made
+    and copied to the host as usual, then dropped: no animation file, no stage "encode".
     """
     progress = Progress() if progress is None else progress
     output_dir = Path(output_dir)
@@ -241,7 +275,7 @@ def animate(
         init_pixels = load_init_image(settings.init_image, settings.width, settings.height)
 
     with progress.stage("text"):
-        prompts, uncond = text_conditioning(components, settings)
+        prompts, uncond = text_conditioning(components, settings, progress)
         keyframes = keyframe_conditioning(plan, prompts)
         middle = walk_conditioning(plan, prompts, 0.5)
 
@@ -262,6 +296,10 @@ def animate(
         animation_frames(components, settings, keyframe_latents, keyframe_images, progress),
         plan.num_frames, progress, method,
     )
+    if not encode:
+        for _ in frames:
+            pass
+        return
     if settings.ping_pong:
         frames = ping_pong(frames, output_dir)
     path = output_dir / f"animation.{settings.output_format}"

@@ -78,6 +78,7 @@ from transformers import (  # noqa: E402
 )
 
 import film_net  # noqa: E402
+from animate.memory import DeviceMemory  # noqa: E402
 
 STABLE_DIFFUSION_DIR = "stable-diffusion"
 FILM_FILE = Path("film_net") / "film_net_style.safetensors"
@@ -115,6 +116,8 @@ class Components:
     tokenizer_2 are SDXL's second encoder and its tokenizer (None for "sd").
     force_zeros_for_empty_prompt: SDXL's rule (model_index.json) that an empty negative
     prompt is zero embeddings rather than the embeddings of "".
+    memory: the device's memory, as the walk sizes its batches by it and recovers when one
+    does not fit (animate.memory); by default the real one of `device`.
     """
 
     tokenizer: CLIPTokenizer
@@ -131,6 +134,11 @@ class Components:
     text_encoder_2: CLIPTextModelWithProjection | None = None
     tokenizer_2: CLIPTokenizer | None = None
     force_zeros_for_empty_prompt: bool = False
+    memory: DeviceMemory | None = None
+
+    def __post_init__(self) -> None:
+        if self.memory is None:
+            self.memory = DeviceMemory(self.device)
 
     def summary(self) -> str:
         """What was loaded, for setup's log: e.g. "SDXL (StableDiffusionXLPipeline), prediction type epsilon"."""

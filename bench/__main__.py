@@ -67,6 +67,10 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         "--warmup", action=argparse.BooleanOptionalAction, default=None,
         help="run both sides once untimed first (default: on for CUDA, off for CPU)",
     )
+    parser.add_argument(
+        "--no-encode", dest="encode", action="store_false",
+        help="make the frames but do not encode them (a GPU machine without ffmpeg; no 'encode' stage)",
+    )
     return parser.parse_args(argv)
 
 
@@ -110,13 +114,15 @@ def main(argv: list[str]) -> int:
 
     if preset.compare:
         warmup = arguments.warmup if arguments.warmup is not None else preset.device == "cuda"
-        reference, pipeline, agreement = run_comparison(components, preset.settings, warmup)
+        reference, pipeline, agreement = run_comparison(components, preset.settings, warmup, arguments.encode)
         table = comparison_table(reference, pipeline)
         record = comparison_record(preset.settings, machine, setup_s, reference, pipeline, agreement)
         closing = verdict(agreement)
     else:
         results = [
-            run_pipeline_only(components, dataclasses.replace(preset.settings, output_format=output_format))
+            run_pipeline_only(
+                components, dataclasses.replace(preset.settings, output_format=output_format), arguments.encode
+            )
             for output_format in preset.output_formats
         ]
         table = pipeline_table(results)

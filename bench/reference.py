@@ -34,11 +34,11 @@ from bench.measure import StageClock
 @dataclass
 class ReferenceOutput:
     """keyframe_latents (K, 4, H/8, W/8) and keyframes (K, 3, H, W) in [0, 1], both float32
-    on the CPU, and the animation file."""
+    on the CPU, and the animation file (None when not encoded)."""
 
     keyframe_latents: torch.Tensor
     keyframes: torch.Tensor
-    animation: Path
+    animation: Path | None
 
 
 @contextlib.contextmanager
@@ -173,8 +173,11 @@ def latent_inbetweens(components: Components, left: torch.Tensor, right: torch.T
 
 
 @torch.inference_mode()
-def run_reference(components: Components, settings: Settings, output_dir: Path, clock: StageClock) -> ReferenceOutput:
-    """The whole walk, sequentially; each stage timed under the names of animate.progress.STAGES."""
+def run_reference(
+    components: Components, settings: Settings, output_dir: Path, clock: StageClock, encode: bool = True
+) -> ReferenceOutput:
+    """The whole walk, sequentially; each stage timed under the names of animate.progress.STAGES.
+    With encode=False the frames are made and not encoded (no stage "encode"), as animate's."""
     plan = plan_for(settings)
     guidance = settings.guidance_scale
 
@@ -218,15 +221,17 @@ def run_reference(components: Components, settings: Settings, output_dir: Path, 
             print(f"reference: gap {gap + 1}/{plan.num_keyframes - 1} interpolated", flush=True)
         frames.append(to_uint8(keyframes[-1]))
 
-    with clock.stage("encode"):
-        if settings.ping_pong:
-            frames = frames + frames[-2:0:-1]
-        path = Path(output_dir) / f"animation.{settings.output_format}"
-        if settings.output_format == "gif":
-            palette_frames = [to_uint8(image) for image in keyframes]
-            encode_gif(frames, path, settings.frames_per_second, palette_frames, len(frames))
-        else:
-            encode_mp4(frames, path, settings.frames_per_second)
+    path = None
+    if encode:
+        with clock.stage("encode"):
+            if settings.ping_pong:
+                frames = frames + frames[-2:0:-1]
+            path = Path(output_dir) / f"animation.{settings.output_format}"
+            if settings.output_format == "gif":
+                palette_frames = [to_uint8(image) for image in keyframes]
+                encode_gif(frames, path, settings.frames_per_second, palette_frames, len(frames))
+            else:
+                encode_mp4(frames, path, settings.frames_per_second)
 
     return ReferenceOutput(
         keyframe_latents=torch.cat(keyframe_latents).float().cpu(),

@@ -108,7 +108,7 @@ def pipeline_table(results: list[SideResult]) -> str:
     rows.append(("peak GPU memory (MiB)", *(mib(result.memory.gpu_peak_mib) for result in results)))
     rows.append(("largest ffmpeg so far (MiB)", *(mib(result.memory.children_peak_mib) for result in results)))
     rows += host_peak_rows(results, trailing=())
-    rows.append(("file size (bytes)", *(str(result.animation_size) for result in results)))
+    rows.append(("file size (bytes)", *(str(result.animation_size or "-") for result in results)))
     return format_rows(rows)
 
 
@@ -130,13 +130,17 @@ def format_rows(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
+# Agreement.same_animation_file, in the verdict's words.
+FILE_AGREEMENT = {True: "identical", False: "not byte-identical", None: "not encoded"}
+
+
 def verdict(agreement: Agreement) -> str:
     word = "AGREE" if agreement.agree else "DIFFER"
     return (
         f"keyframes {word}: max |reference - pipeline| = {agreement.max_image_difference:.2e} "
         f"(mean {agreement.mean_image_difference:.2e}, tolerance {agreement.tolerance:.0e}, images in [0, 1]); "
         f"latents differ by at most {agreement.max_latent_difference:.2e} of their largest value; "
-        f"animation files {'identical' if agreement.same_animation_file else 'not byte-identical'}"
+        f"animation files {FILE_AGREEMENT[agreement.same_animation_file]}"
     )
 
 

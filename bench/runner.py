@@ -50,8 +50,8 @@ class SideResult:
     memory: MemoryPeaks
     keyframes: torch.Tensor | None
     keyframe_latents: torch.Tensor | None
-    animation_size: int
-    animation_sha256: str
+    animation_size: int | None  # None: not encoded
+    animation_sha256: str | None
 
 
 @dataclass
@@ -62,20 +62,21 @@ class Agreement:
     mean_image_difference: float
     max_latent_difference: float  # relative to the largest |latent| of the reference
     tolerance: float
-    same_animation_file: bool
+    same_animation_file: bool | None  # None: not encoded
 
     @property
     def agree(self) -> bool:
         return self.max_image_difference < self.tolerance
 
 
-# A side: (components, settings, output_dir, clock) -> (keyframe latents, keyframes, animation path)
-Side = Callable[[Components, Settings, Path, StageClock], tuple[torch.Tensor, torch.Tensor, Path]]
+# A side: (components, settings, output_dir, clock, encode) -> (keyframe latents, keyframes,
+# animation path, None when not encoded)
+Side = Callable[[Components, Settings, Path, StageClock, bool], tuple[torch.Tensor, torch.Tensor, Path | None]]
 
 
-def reference_side(components: Components, settings: Settings, output_dir: Path, clock: StageClock):
+def reference_side(components: Components, settings: Settings, output_dir: Path, clock: StageClock, encode: bool):
     with original_form(components):
-        output = run_reference(components, settings, output_dir, clock)
+        output = run_reference(components, settings, output_dir, clock, encode)
     return output.keyframe_latents, output.keyframes, output.animation
 
 
@@ -108,16 +109,19 @@ class BenchProgress(Progress):
             self.keyframes.append(images.float().cpu())
 
 
-def pipeline_side(components: Components, settings: Settings, output_dir: Path, clock: StageClock):
+def pipeline_side(components: Components, settings: Settings, output_dir: Path, clock: StageClock, encode: bool):
     progress = BenchProgress(clock, keep_keyframes=True)
-    files = list(animate(components, settings, output_dir, progress=progress))
-    return torch.cat(progress.keyframe_latents), torch.cat(progress.keyframes), files[-1]
+    files = list(animate(components, settings, output_dir, progress=progress, encode=encode))
+    return torch.cat(progress.keyframe_latents), torch.cat(progress.keyframes), files[-1] if encode else None
 
 
-def pipeline_only_side(components: Components, settings: Settings, output_dir: Path, clock: StageClock):
+def pipeline_only_side(
+    components: Components, settings: Settings, output_dir: Path, clock: StageClock, encode: bool
+):
     """The pipeline without keeping its keyframes, so the memory measured is its own."""
-    files = list(animate(components, settings, output_dir, progress=BenchProgress(clock, keep_keyframes=False)))
-    return None, None, files[-1]
+    progress = BenchProgress(clock, keep_keyframes=False)
+    files = list(animate(components, settings, output_dir, progress=progress, encode=encode))
+    return None, None, files[-1] if encode else None
 
 
 def free_memory(device: torch.device) -> None:
@@ -127,7 +131,7 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def measure_side(name: str, side: Side, components: Components, settings: Settings) -> SideResult:
+def measure_side(name: str, side: Side, components: Components, settings: Settings, encode: bool) -> SideResult:
     """Run one side once, measured; its animation goes to a temporary directory."""
     free_memory(components.device)
     counter = UNetCounter()
@@ -138,11 +142,11 @@ def measure_side(name: str, side: Side, components: Components, settings: Settin
             synchronize(components.device)
             load_at_start = os.getloadavg()[0]
             started, cpu_started = time.perf_counter(), time.process_time()
-            latents, keyframes, animation = side(components, settings, Path(output_dir), clock)
+            latents, keyframes, animation = side(components, settings, Path(output_dir), clock, encode)
             synchronize(components.device)
             total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        animation_size = animation.stat().st_size
-        animation_sha256 = file_sha256(animation)
+        animation_size = None if animation is None else animation.stat().st_size
+        animation_sha256 = None if animation is None else file_sha256(animation)
     print(f"--- {name}: {total:.2f}s ---", flush=True)
     return SideResult(
         name=name,
@@ -168,13 +172,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def warm_up(components: Components, settings: Settings) -> None:
+def warm_up(components: Components, settings: Settings, encode: bool) -> None:
     """Run both sides once on the same shapes with few steps, untimed: CUDA loads kernels,
     creates library handles and grows its memory pool on first use."""
     few_steps = dataclasses.replace(settings, num_inference_steps=WARMUP_STEPS)
     for side in (reference_side, pipeline_side):
         with tempfile.TemporaryDirectory() as output_dir:
-            side(components, few_steps, Path(output_dir), StageClock(components.device))
+            side(components, few_steps, Path(output_dir), StageClock(components.device), encode)
     synchronize(components.device)
 
 
@@ -192,22 +196,25 @@ def compare_keyframes(reference: SideResult, pipeline: SideResult, dtype: torch.
         mean_image_difference=image_difference.mean().item(),
         max_latent_difference=latent_difference.item(),
         tolerance=KEYFRAME_TOLERANCE[dtype],
-        same_animation_file=reference.animation_sha256 == pipeline.animation_sha256,
+        same_animation_file=None if reference.animation_sha256 is None else (
+            reference.animation_sha256 == pipeline.animation_sha256
+        ),
     )
 
 
 def run_comparison(
-    components: Components, settings: Settings, warmup: bool
+    components: Components, settings: Settings, warmup: bool, encode: bool = True
 ) -> tuple[SideResult, SideResult, Agreement]:
-    """(a) the reference, then (b) the pipeline, measured; their keyframes compared."""
+    """(a) the reference, then (b) the pipeline, measured; their keyframes compared. With
+    encode=False neither side encodes its frames (a machine without ffmpeg)."""
     if warmup:
         print(f"Warm-up: both sides with {WARMUP_STEPS} steps, not timed", flush=True)
-        warm_up(components, settings)
-    reference = measure_side("reference", reference_side, components, settings)
-    pipeline = measure_side("pipeline", pipeline_side, components, settings)
+        warm_up(components, settings, encode)
+    reference = measure_side("reference", reference_side, components, settings, encode)
+    pipeline = measure_side("pipeline", pipeline_side, components, settings, encode)
     return reference, pipeline, compare_keyframes(reference, pipeline, components.dtype)
 
 
-def run_pipeline_only(components: Components, settings: Settings) -> SideResult:
+def run_pipeline_only(components: Components, settings: Settings, encode: bool = True) -> SideResult:
     """The pipeline alone, measured (for requests too large for the reference)."""
-    return measure_side(f"pipeline ({settings.output_format})", pipeline_only_side, components, settings)
+    return measure_side(f"pipeline ({settings.output_format})", pipeline_only_side, components, settings, encode)

@@ -27,7 +27,8 @@ def interpolate(
     keyframes: torch.Tensor,
     steps: int,
     max_batch: int = DEFAULT_MAX_BATCH,
-    before_call: Callable[[], None] | None = None,
+    before_call: Callable[[int], None] | None = None,
+    on_out_of_memory: Callable[[int], int] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yields the (K - 1) * steps + 1 frames (3, H, W) of the animation through `keyframes`.
 
@@ -42,12 +43,16 @@ def interpolate(
     float rounding). Frames stream out as soon as they are final, and what is held at once
     depends on the depth and `max_batch`, not on the number of keyframes or steps.
 
-    before_call, when given, is called before each model call (one frame may take several):
-    a caller can stop the work there by raising.
+    before_call, when given, is called with the number of pairs before each model call (one
+    frame may take several): a caller can stop the work there by raising. on_out_of_memory,
+    when given, is called with that number after a call (before_call included) raised
+    torch.cuda.OutOfMemoryError, and returns the new max_batch, smaller, or raises: the
+    call's pairs are then bisected again in smaller calls, with the same frames as a result.
+    Without it the error propagates.
     """
     check_arguments(keyframes, steps, max_batch)
     depth = bisection_depth(steps)
-    film_frames = bisected_frames(model, keyframes, depth, max_batch, before_call)
+    film_frames = bisected_frames(model, keyframes, depth, max_batch, before_call, on_out_of_memory)
     yield from frames_at_steps(film_frames, 1 << depth, steps)
 
 
@@ -90,7 +95,8 @@ def bisected_frames(
     keyframes: torch.Tensor,
     depth: int,
     max_batch: int,
-    before_call: Callable[[], None] | None = None,
+    before_call: Callable[[int], None] | None = None,
+    on_out_of_memory: Callable[[int], int] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yields, in time order, the FILM frames (3, H, W) of every gap at the times m / 2^depth,
     m = 0 .. 2^depth, the gap's end keyframe counted once: G * 2^depth + 1 frames for the G
@@ -102,7 +108,9 @@ def bisected_frames(
     two units gives its two halves back to the front of the list. So frames become final
     from the left, are yielded and dropped at once, and only the frames and pyramids
     around the front of the list are held: at most (depth + 2) * max_batch + 1 frames' pyramids.
-    before_call, when given, is called before each model call (extractions and midpoints).
+    before_call and on_out_of_memory are interpolate's: a call that runs out of memory
+    changes nothing (its intervals go back to the front of the list, and the extractions
+    it finished stay valid), so it is done again with the smaller max_batch.
     """
     if depth == 0 or keyframes.shape[0] == 1:  # nothing to bisect
         yield from keyframes
@@ -116,13 +124,22 @@ def bisected_frames(
     pending = collections.deque((gap * span, (gap + 1) * span) for gap in range(keyframes.shape[0] - 1))
     next_time = 0  # the earliest frame not yielded yet
     while pending:
-        if before_call is not None:
-            before_call()
         batch = [pending.popleft() for _ in range(min(max_batch, len(pending)))]
-        extract_missing(pairs_model, frames, extracted, batch, 2 * max_batch)
-        midpoints = midpoint_batch(
-            pairs_model, [(extracted[left], extracted[right]) for left, right in batch], size, keyframes.dtype
-        )
+        try:
+            if before_call is not None:
+                before_call(len(batch))
+            extract_missing(pairs_model, frames, extracted, batch, 2 * max_batch)
+            midpoints = midpoint_batch(
+                pairs_model, [(extracted[left], extracted[right]) for left, right in batch], size, keyframes.dtype
+            )
+        except torch.cuda.OutOfMemoryError:
+            if on_out_of_memory is None:
+                raise
+            midpoints = None  # handled below, once the traceback (and the call's tensors) are gone
+        if midpoints is None:
+            pending.extendleft(reversed(batch))
+            max_batch = on_out_of_memory(len(batch))
+            continue
         halves = []
         for (left, right), midpoint in zip(batch, midpoints):
             middle = (left + right) // 2

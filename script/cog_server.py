@@ -64,14 +64,16 @@ def start(
     weights_dir: Path | None = None,
     extra_args: tuple[str, ...] = (),
     extra_env: dict[str, str] | None = None,
+    predictor: str = PREDICTOR,
 ) -> subprocess.Popen:
     """Start the server in a new process group, its output going to log_path.
 
     Uses the Python running this code (the project's virtualenv); weights_dir, when
     given, becomes ANIMATE_WEIGHTS. extra_args go to the server (e.g. --upload-url URL),
-    extra_env into its environment (e.g. TMPDIR).
+    extra_env into its environment (e.g. TMPDIR); predictor is the `file:Class` it serves
+    (a test's subclass of predict.py's, say).
     """
-    env = dict(os.environ, **(extra_env or {}), COG_PREDICT_TYPE_STUB=PREDICTOR, PORT=str(port))
+    env = dict(os.environ, **(extra_env or {}), COG_PREDICT_TYPE_STUB=predictor, PORT=str(port))
     # Not resolved: a virtualenv's python is a symlink, and its bin/ is what must come first.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     if weights_dir is not None:

@@ -24,9 +24,12 @@ ENTRY_POINTS = {
     "script/soak": [str(REPO_ROOT / "script" / "soak")],
     "script/download-weights": [str(REPO_ROOT / "script" / "download-weights")],
     "script/output-hashes": [str(REPO_ROOT / "script" / "output-hashes")],
+    "script/gpu-check": [str(REPO_ROOT / "script" / "gpu-check")],
     "python -m animate.tiny": [sys.executable, "-m", "animate.tiny"],
     "python -m film_net.convert": [sys.executable, "-m", "film_net.convert"],
     "python -m bench": [sys.executable, "-m", "bench"],
+    "python -m bench.memory": [sys.executable, "-m", "bench.memory"],
+    "python -m bench.gpu_wheels": [sys.executable, "-m", "bench.gpu_wheels"],
 }
 # Arguments an entry point needs before argparse looks at the unknown option.
 REQUIRED_ARGUMENTS = {"python -m film_net.convert": ["saved_model", "out.safetensors"], "python -m bench": ["--preset", "tiny"]}

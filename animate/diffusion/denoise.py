@@ -17,6 +17,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from animate.diffusion.vae import LATENT_CHANNELS, VAE_SCALE, encode_image
+from animate.memory import StageBatches
 from animate.progress import STAGE_WORDS, Progress
 from animate.text.conditioning import Conditioning, cat
 
@@ -198,6 +199,7 @@ def image_start(
     num_inference_steps: int,
     prompt_strength: float,
     progress: Progress,
+    batches: StageBatches,
 ) -> tuple[torch.Tensor, SchedulerMixin, torch.Tensor]:
     """The start the keyframes share when the walk starts from a picture, as stage
     "shared_denoise" of `progress`: the picture's latents, noised as if the first n_shared
@@ -205,6 +207,7 @@ def image_start(
     step is n_shared. No steps run.
 
     pixels (1, 3, H, W) in [-1, 1] (animate.inputs.init_image); noise: x_T (1, 4, h, w).
+    The picture is encoded through `batches` (stage "init_image", one picture).
     Returns what shared_denoise returns: (latent (1, 4, h, w), the scheduler set to start
     at timestep n_shared, the timesteps still to run). `scheduler` itself is not changed.
     """
@@ -219,7 +222,8 @@ def image_start(
             # As diffusers' img2img: schedulers that count their steps (Euler, LMS,
             # DPM-Solver) count from n_shared, and add_noise takes that step's sigma.
             scheduler.set_begin_index(n_shared)
-        latents = encode_image(vae, pixels).to(noise.dtype)
+        _, latents = batches.run(0, 1, lambda start, stop: encode_image(vae, pixels))
+        latents = latents.to(noise.dtype)
         if len(remaining) > 0:
             latents = scheduler.add_noise(latents, noise, remaining[:1])
             start = f"noised to step {steps_done(scheduler, n_shared)}/{num_inference_steps}"
@@ -255,12 +259,13 @@ def denoise_keyframes(
     keyframes: Conditioning,
     uncond: Conditioning,
     guidance_scale: float,
-    batch_size: int,
+    batches: StageBatches,
     progress: Progress,
     generator: torch.Generator | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Finish every keyframe from the shared latent, `batch_size` keyframes per UNet call,
-    each batch as an entry of stage "keyframe_denoise" of `progress`.
+    """Finish every keyframe from the shared latent, in the batches of `batches` (stage
+    "keyframes"; sized by animate.memory.keyframe_batch_size), one UNet call per step and
+    batch, each batch as an entry of stage "keyframe_denoise" of `progress`.
 
     shared_latent (1, 4, h, w); keyframes: the conditioning of the K keyframes, one sample
     each; `scheduler` is in its state after the shared steps and is deep-copied per batch,
@@ -269,7 +274,8 @@ def denoise_keyframes(
 
     A stochastic scheduler draws each keyframe's step noise from its own copy of
     `generator` as it is now: every keyframe gets the same noise at the same step, as one
-    denoised alone after the shared start would, however the keyframes are batched.
+    denoised alone after the shared start would, however the keyframes are batched. So a
+    batch that ran out of memory is simply done again, halved, from the same state.
 
     At the first of the remaining steps every keyframe's latent is still the shared one, so
     the unconditional half of guidance is the same for all of them: with more than one
@@ -280,24 +286,27 @@ def denoise_keyframes(
     calls_done = len(scheduler.timesteps) - len(remaining_timesteps)
     generator_state = None if generator is None else generator.get_state()
     first_uncond_noise = None
-    for start in range(0, count, batch_size):
-        stop = min(start + batch_size, count)
+
+    def denoise_batch(start: int, stop: int) -> torch.Tensor:
+        """Keyframes start .. stop - 1, from the shared latent and the scheduler's state."""
+        nonlocal first_uncond_noise
         which = f"keyframes {start + 1}-{stop} of {count}"
         with progress.stage("keyframe_denoise", which):
             if start == 0:
                 first_uncond_noise = shared_uncond_noise(
                     unet, scheduler, shared_latent, remaining_timesteps, uncond, guidance_scale, count
                 )
-            batch_scheduler = copy.deepcopy(scheduler)
             generators = None if generator_state is None else [
                 generator_at(generator_state) for _ in range(start, stop)
             ]
             latents = shared_latent.expand(stop - start, -1, -1, -1).clone()
-            latents = denoise(
-                unet, batch_scheduler, latents, remaining_timesteps, keyframes[start:stop],
+            return denoise(
+                unet, copy.deepcopy(scheduler), latents, remaining_timesteps, keyframes[start:stop],
                 uncond, guidance_scale, progress, "keyframe_denoise", calls_done, which, first_uncond_noise,
                 generators,
             )
+
+    for start, _, latents in batches.over(count, denoise_batch):
         yield start, latents
 
 

@@ -7,6 +7,7 @@ from diffusers.pipelines.stable_diffusion.safety_checker import (
 from transformers import CLIPImageProcessorPil
 
 from animate.frames.host import to_uint8
+from animate.memory import WHOLE, StageBatches
 
 
 class UnsafeContentError(RuntimeError):
@@ -36,14 +37,22 @@ def check_keyframes(
     images: torch.Tensor,
     first_index: int,
     num_keyframes: int,
+    batches: StageBatches | None = None,
 ) -> None:
     """Raise UnsafeContentError if any keyframe image (B, 3, H, W) is flagged.
 
     first_index is the walk index of images[0]; nothing is checked without a checker.
+    `batches` (stage "safety check", all B images by default) splits the checker's call
+    when it runs out of memory.
     """
     if safety_checker is None:
         return
-    for offset, flagged in enumerate(flagged_images(safety_checker, feature_extractor, images)):
+    batches = StageBatches("safety check", WHOLE) if batches is None else batches
+    checked = batches.over(
+        images.shape[0], lambda start, stop: flagged_images(safety_checker, feature_extractor, images[start:stop])
+    )
+    flags = [flag for _, _, batch_flags in checked for flag in batch_flags]
+    for offset, flagged in enumerate(flags):
         if flagged:
             number = first_index + offset + 1
             raise UnsafeContentError(

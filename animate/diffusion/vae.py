@@ -7,9 +7,13 @@ or decode that gives NaN is done again in float32.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers import AutoencoderKL
+
+if TYPE_CHECKING:  # animate.memory imports this module (for VAE_SCALE)
+    from animate.memory import StageBatches
 
 LATENT_CHANNELS = 4
 VAE_SCALE = 8  # the VAE turns an (H, W) image into (H/8, W/8) latents
@@ -90,24 +94,25 @@ def decode_chunk_in_float32(vae: AutoencoderKL, latents: torch.Tensor) -> torch.
         return decode_chunk(vae, latents.float())
 
 
-def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Decode latents (B, 4, h, w) to images (B, 3, H, W) in [0, 1], float32, in chunks of
-    batch_size (animate.memory.decode_batch_size).
+def decode_checked(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """decode_chunk of latents (B, 4, h, w), done again in float32 when a reduced-precision
+    decode contains NaN, so NaN never reaches the output; NaN even then (broken latents)
+    raises RuntimeError."""
+    images = decode_chunk(vae, latents)
+    if torch.isnan(images).any() and vae.dtype != torch.float32:
+        print(f"VAE decode in {vae.dtype} gave NaN; decoding again in float32", flush=True)
+        images = decode_chunk_in_float32(vae, latents)
+    if torch.isnan(images).any():
+        raise RuntimeError(
+            "The VAE decoded NaN even in float32, so the denoised latents are broken: "
+            "try another seed or fewer inference steps."
+        )
+    return images
 
-    A chunk whose reduced-precision decode contains NaN is decoded again in float32, so
-    NaN never reaches the output; NaN even then (broken latents) raises RuntimeError.
-    """
-    chunks = []
-    for start in range(0, latents.shape[0], batch_size):
-        chunk = latents[start : start + batch_size]
-        images = decode_chunk(vae, chunk)
-        if torch.isnan(images).any() and vae.dtype != torch.float32:
-            print(f"VAE decode in {vae.dtype} gave NaN; decoding again in float32", flush=True)
-            images = decode_chunk_in_float32(vae, chunk)
-        if torch.isnan(images).any():
-            raise RuntimeError(
-                "The VAE decoded NaN even in float32, so the denoised latents are broken: "
-                "try another seed or fewer inference steps."
-            )
-        chunks.append(images)
-    return torch.cat(chunks)
+
+def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, batches: "StageBatches") -> torch.Tensor:
+    """Decode latents (B, 4, h, w) to images (B, 3, H, W) in [0, 1], float32, in the batches
+    of `batches` (stage "decode"; sized by animate.memory.decode_batch_size), each through
+    decode_checked."""
+    chunks = batches.over(latents.shape[0], lambda start, stop: decode_checked(vae, latents[start:stop]))
+    return torch.cat([images for _, _, images in chunks])

@@ -3,6 +3,8 @@
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from animate.memory import WHOLE, StageBatches
+
 # How much of the cut end of a long prompt the log quotes.
 CUT_EXCERPT_CHARS = 80
 
@@ -50,15 +52,25 @@ def cut_excerpt(tokenizer: CLIPTokenizer, cut_ids: list[int]) -> str:
 
 
 def encode_prompts(
-    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: list[str], negative_prompt: str = ""
+    tokenizer: CLIPTokenizer,
+    text_encoder: CLIPTextModel,
+    prompts: list[str],
+    negative_prompt: str = "",
+    batches: StageBatches | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings of the P prompts, (P, L, D), and of the negative prompt, (1, L, D): the
     unconditional half of guidance, the empty prompt's by default.
 
     All P+1 texts go through the encoder in one call, on the encoder's device and dtype,
     as diffusers does: the last hidden state, no attention mask (SD 1.x was trained so).
+    `batches` (stage "text", all texts by default) splits the call when it runs out of memory.
     """
     names = [*prompt_names(len(prompts)), "The negative prompt"]
     ids = tokenize(tokenizer, [*prompts, negative_prompt], names).to(text_encoder.device)
-    hidden = text_encoder(ids, return_dict=False)[0]
+    batches = StageBatches("text", WHOLE) if batches is None else batches
+
+    def encode(start: int, stop: int) -> torch.Tensor:
+        return text_encoder(ids[start:stop], return_dict=False)[0]
+
+    hidden = torch.cat([states for _, _, states in batches.over(len(ids), encode)])
     return hidden[:-1], hidden[-1:]

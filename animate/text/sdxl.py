@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from transformers import CLIPTokenizer
 
+from animate.memory import WHOLE, StageBatches
 from animate.text.clip import prompt_names, tokenize
 from animate.weights import Components
 
@@ -40,21 +41,31 @@ def padded_ids(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
     ).input_ids
 
 
-def encode_sdxl_prompts(components: Components, prompts: list[str], negative_prompt: str) -> SdxlText:
+def encode_sdxl_prompts(
+    components: Components, prompts: list[str], negative_prompt: str, batches: StageBatches | None = None
+) -> SdxlText:
     """Both encoders' embeddings of the P prompts and of negative_prompt, in one encoder call
     each (the negative in the same batch, unless it is zeros), on components.device in the
-    encoders' dtype. No attention mask, as SDXL was trained."""
+    encoders' dtype. No attention mask, as SDXL was trained. `batches` (stage "text", all
+    texts by default) splits the calls when they run out of memory."""
     zero_negative = negative_prompt == "" and components.force_zeros_for_empty_prompt
     texts = prompts if zero_negative else [*prompts, negative_prompt]
     # Cut texts are reported once, by the first tokenizer (both have SDXL's one vocabulary).
     names = [*prompt_names(len(prompts)), "The negative prompt"][: len(texts)]
-    ids_1 = tokenize(components.tokenizer, texts, names)
-    ids_2 = padded_ids(components.tokenizer_2, texts)
-    output_1 = components.text_encoder(ids_1.to(components.device), output_hidden_states=True)
-    output_2 = components.text_encoder_2(ids_2.to(components.device), output_hidden_states=True)
-    # The penultimate layer's states, before the final layer norm, as SDXL was trained.
-    embeddings = torch.cat([output_1.hidden_states[-2], output_2.hidden_states[-2]], dim=-1)
-    pooled = output_2.text_embeds
+    ids_1 = tokenize(components.tokenizer, texts, names).to(components.device)
+    ids_2 = padded_ids(components.tokenizer_2, texts).to(components.device)
+
+    def encode(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-token embeddings (B, L, D1 + D2), pooled (B, E)) of texts start .. stop - 1."""
+        output_1 = components.text_encoder(ids_1[start:stop], output_hidden_states=True)
+        output_2 = components.text_encoder_2(ids_2[start:stop], output_hidden_states=True)
+        # The penultimate layer's states, before the final layer norm, as SDXL was trained.
+        return torch.cat([output_1.hidden_states[-2], output_2.hidden_states[-2]], dim=-1), output_2.text_embeds
+
+    batches = StageBatches("text", WHOLE) if batches is None else batches
+    parts = [part for _, _, part in batches.over(len(texts), encode)]
+    embeddings = torch.cat([part[0] for part in parts])
+    pooled = torch.cat([part[1] for part in parts])
     count = len(prompts)
     if zero_negative:
         negative_embeddings = torch.zeros_like(embeddings[:1])

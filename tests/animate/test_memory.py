@@ -1,54 +1,57 @@
-"""Batch sizes of the stages (animate.memory)."""
-
-import torch
+"""Batch sizes of the stages (animate.memory): pure functions of the usable bytes."""
 
 from animate import memory
 
-
-def test_batch_sizes_fit_usable_cuda_memory(monkeypatch):
-    cuda = torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
-    latents = torch.zeros(1, 4, 64, 64, dtype=torch.float16)
-    per_keyframe = memory.UNET_BYTES_PER_LATENT_PIXEL * 64 * 64 * 2
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (per_keyframe * 6, 80 << 30))
-    assert memory.keyframe_batch_size(cuda, latents, guided=True) == 3  # half of free memory
-    assert memory.keyframe_batch_size(cuda, latents, guided=False) == 6
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 20, 80 << 30))
-    assert memory.keyframe_batch_size(cuda, latents, guided=True) == 1
-    assert memory.decode_batch_size(cuda, latents) == 1
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 40, 80 << 30))
-    assert memory.keyframe_batch_size(cuda, latents, guided=True) == memory.MAX_KEYFRAME_BATCH
-    assert memory.decode_batch_size(cuda, latents) == memory.MAX_DECODE_BATCH
-    cpu_latents = latents.float()
-    assert memory.keyframe_batch_size(torch.device("cpu"), cpu_latents, True) == memory.CPU_KEYFRAME_BATCH
+MIB = 1 << 20
+GIB = 1 << 30
 
 
-def test_cuda_batch_size_does_not_change_when_the_allocator_cache_grows(monkeypatch):
-    """A second prediction sees less free memory (PyTorch keeps its cache) but the same
-    batch size, so the same seed gives the same bytes."""
-    cuda = torch.device("cuda")
-    latents = torch.zeros(1, 4, 64, 64, dtype=torch.float16)
-    per_keyframe = memory.UNET_BYTES_PER_LATENT_PIXEL * 64 * 64 * 2
-    allocated = 5 << 30
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: allocated)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (per_keyframe * 10, 80 << 30))
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: allocated)
-    first = memory.keyframe_batch_size(cuda, latents, guided=True)
-    cache = per_keyframe * 4  # kept by the allocator after the first prediction
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (per_keyframe * 10 - cache, 80 << 30))
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: allocated + cache)
-    assert memory.keyframe_batch_size(cuda, latents, guided=True) == first == 5
+def test_batch_sizes_fit_half_the_usable_memory():
+    # 64x64 pixels: 8x8 latent pixels; fp16 (2 bytes).
+    per_keyframe = memory.UNET_BYTES_PER_LATENT_PIXEL * 8 * 8 * 2
+    assert memory.keyframe_bytes(64, 64, guided=True, element_size=2) == per_keyframe
+    assert memory.keyframe_batch_size(per_keyframe * 6, 64, 64, guided=True, element_size=2) == 3
+    assert memory.keyframe_batch_size(per_keyframe * 6, 64, 64, guided=False, element_size=2) == 6
+    assert memory.keyframe_batch_size(per_keyframe * 6, 64, 64, guided=True, element_size=4) == 1  # float32: twice
+    assert memory.keyframe_batch_size(MIB, 64, 64, guided=True, element_size=2) == 1  # never below one
+    assert memory.decode_batch_size(MIB, 64, 64, element_size=2) == 1
+    assert memory.keyframe_batch_size(1 << 40, 64, 64, guided=True, element_size=2) == memory.MAX_KEYFRAME_BATCH
+    assert memory.decode_batch_size(1 << 40, 64, 64, element_size=2) == memory.MAX_DECODE_BATCH
+    assert memory.film_batch_size(1 << 40, 64, 64, 5, element_size=2) == memory.MAX_FILM_BATCH
 
 
-def test_film_batch_is_one_pair_on_cpu_and_budgets_the_held_pyramids_on_cuda(monkeypatch):
-    keyframes = torch.zeros(2, 3, 64, 96, dtype=torch.float16)
-    assert memory.film_batch_size(keyframes, 50) == memory.FILM_CPU_BATCH == 1
-    budgets = []
-    monkeypatch.setattr(memory, "batch_size_for", lambda device, per_pair, cpu, most: budgets.append(per_pair) or most)
-    memory.film_batch_size(keyframes, 5)
-    memory.film_batch_size(keyframes, 50)
-    memory.film_batch_size(keyframes.float(), 50)
+def test_on_cpu_the_batches_are_fixed_whatever_the_request():
+    for size in [(128, 128), (1024, 768)]:
+        assert memory.keyframe_batch_size(None, *size, guided=True, element_size=4) == memory.CPU_KEYFRAME_BATCH
+        assert memory.decode_batch_size(None, *size, element_size=4) == memory.CPU_DECODE_BATCH
+        assert memory.film_batch_size(None, *size, 50, element_size=4) == memory.FILM_CPU_BATCH == 1
+
+
+def test_the_default_request_on_a_card_with_12_gib_usable():
+    """512x512 in fp16: 512 MiB per guided keyframe, 384 MiB per decoded image, and FILM at
+    S=5 (depth 3) 6 pyramids and the activations per pair, 1.1 GiB."""
+    assert memory.keyframe_bytes(512, 512, guided=True, element_size=2) == 512 * MIB
+    assert memory.decode_bytes(512, 512, element_size=2) == 384 * MIB
+    assert memory.film_bytes(512, 512, 5, element_size=2) == (6 * 328 + 2700) * 512 * 512
+    usable = 12 * GIB
+    assert memory.keyframe_batch_size(usable, 512, 512, guided=True, element_size=2) == 12
+    assert memory.decode_batch_size(usable, 512, 512, element_size=2) == 8  # 16 fit; at most 8
+    assert memory.film_batch_size(usable, 512, 512, 5, element_size=2) == 5
+
+
+def test_film_budgets_the_pyramids_its_bisection_holds():
     # Deeper bisection holds more pyramids per pair (depth 3, then 6); float32 costs twice fp16.
     per_pixel = [6 * 328 + 2700, 9 * 328 + 2700]
-    assert budgets == [per_pixel[0] * 64 * 96, per_pixel[1] * 64 * 96, 2 * per_pixel[1] * 64 * 96]
+    assert memory.film_bytes(64, 96, 5, element_size=2) == per_pixel[0] * 64 * 96
+    assert memory.film_bytes(64, 96, 50, element_size=2) == per_pixel[1] * 64 * 96
+    assert memory.film_bytes(64, 96, 50, element_size=4) == 2 * per_pixel[1] * 64 * 96
+
+
+def test_usable_cuda_memory_does_not_change_when_the_allocator_cache_grows():
+    """A second prediction sees less free memory (PyTorch keeps its cache) but the same
+    usable bytes, so the same batch sizes, and the same seed gives the same bytes."""
+    allocated = 5 * GIB  # the weights
+    first = memory.usable_cuda_bytes(free=60 * GIB, reserved=allocated, allocated=allocated)
+    cache = 7 * GIB  # kept by the allocator after the first prediction
+    second = memory.usable_cuda_bytes(free=60 * GIB - cache, reserved=allocated + cache, allocated=allocated)
+    assert first == second == 60 * GIB

@@ -103,6 +103,14 @@ def test_same_seed_gives_byte_identical_files(components, tmp_path, fmt):
     assert run("c", 43) != first
 
 
+def test_without_encoding_the_frames_are_made_and_no_animation_is_written(components, tmp_path):
+    progress = Recorder()
+    outputs = list(animate(components, settings(intermediate_output=True), tmp_path, progress=progress, encode=False))
+    assert [path.name for path in outputs] == ["keyframe-000.png", "keyframe-001.png", "keyframe-002.png"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [path.name for path in outputs]
+    assert set(progress.seconds) == set(STAGES) - {"encode"}  # every frame made, none encoded
+
+
 def test_first_and_last_keyframes_are_the_end_prompts_exactly(components):
     plan = KeyframePlan(3, 4, 1)
     embeddings, _ = encode_prompts(components.tokenizer, components.text_encoder, ["a", "b", "c"])

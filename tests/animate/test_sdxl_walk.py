@@ -25,6 +25,7 @@ from animate import Settings, animate, memory, slerp
 from animate.diffusion.denoise import initial_noise
 from animate.diffusion.schedulers import SCHEDULER_NAMES, chosen_scheduler
 from animate.diffusion.vae import decode_latents, encode_image
+from animate.memory import StageBatches
 from animate.inputs.init_image import load_init_image
 from animate.pipeline import (
     keyframe_conditioning,
@@ -309,7 +310,7 @@ def test_a_vae_with_latent_statistics_encodes_and_decodes_as_diffusers_sdxl_pipe
     latents, _, _ = walk_latents(components, walk)
     expected = sdxl_img2img(components, walk, monkeypatch, output_type="pt")
     assert expected.shape == (1, 3, SIZE, SIZE)
-    torch.testing.assert_close(decode_latents(components.vae, latents[:1], 1), expected, **TOLERANCE)
+    torch.testing.assert_close(decode_latents(components.vae, latents[:1], StageBatches("decode", 1)), expected, **TOLERANCE)
 
 
 def test_sdxl_animation_with_film_and_keyframe_pngs(sdxl, tmp_path):

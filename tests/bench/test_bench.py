@@ -82,6 +82,17 @@ def test_reference_and_pipeline_make_the_same_sdxl_keyframes():
     assert pipeline.unet_samples == reference.unet_samples - (5 - 1)
 
 
+def test_without_encoding_both_sides_make_every_frame_and_write_no_file(components):
+    """--no-encode, for a GPU machine without ffmpeg: everything but the encode stage."""
+    reference, pipeline, agreement = run_comparison(components, SMALL_REQUEST, warmup=False, encode=False)
+    assert agreement.agree and agreement.same_animation_file is None
+    assert verdict(agreement).endswith("animation files not encoded")
+    for side in (reference, pipeline):
+        assert set(side.stages) == set(STAGES) - {"encode"}, side.name
+        assert side.stages["inbetweens"] > 0
+        assert side.animation_size is None and side.animation_sha256 is None
+
+
 def test_pipeline_only_does_not_keep_keyframes(components):
     result = run_pipeline_only(components, SMALL_REQUEST)
 

@@ -126,6 +126,40 @@ def test_model_calls_take_the_earliest_intervals_across_gaps_and_are_bounded_by_
     assert max(model.batch_sizes) <= 3 and sum(model.batch_sizes) == 7
 
 
+def test_a_call_that_runs_out_of_memory_is_done_again_in_smaller_calls_with_the_same_frames():
+    def midpoint(x0, x1):
+        if len(x0) > 2:  # as a GPU would, inside the call
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (a test's model)")
+        return (x0 + x1) / 2 + 0.25 * (x1 - x0) ** 2
+
+    keyframes = torch.rand(6, 3, 4, 6)
+    expected = list(film_net.interpolate(RecordingModel(), keyframes, 4, max_batch=2))
+    model, failed = RecordingModel(midpoint), []
+    frames = list(
+        film_net.interpolate(model, keyframes, 4, max_batch=4, on_out_of_memory=lambda pairs: failed.append(pairs) or 2)
+    )
+    assert failed == [4]
+    assert model.batch_sizes == [4, 2, 2, 2, 2, 2, 2, 1, 2]  # the call of 4 failed; its pairs came again
+    assert all(torch.equal(frame, reference) for frame, reference in zip(frames, expected, strict=True))
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # without a handler, the error is the caller's
+        list(film_net.interpolate(RecordingModel(midpoint), keyframes, 4, max_batch=4))
+
+
+def test_before_call_hears_the_pairs_of_each_call_and_may_run_out_of_memory_for_it():
+    announced = []
+
+    def before_call(pairs):
+        announced.append(pairs)
+        if pairs > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (a test's hook)")
+
+    model = RecordingModel()
+    frames = list(film_net.interpolate(model, torch.rand(3, 3, 4, 6), 2, max_batch=4, before_call=before_call,
+                                       on_out_of_memory=lambda pairs: pairs // 2))
+    assert len(frames) == 5
+    assert announced == [2, 1, 1] and model.batch_sizes == [1, 1]
+
+
 def test_frames_stream_as_soon_as_they_are_final():
     model = RecordingModel()
     frames = film_net.interpolate(model, torch.rand(5, 3, 4, 6), 4, max_batch=1)

@@ -33,11 +33,13 @@ class LiveServer:
         weights_dir: Path | None = None,
         extra_args: tuple[str, ...] = (),
         extra_env: dict[str, str] | None = None,
+        predictor: str = cog_server.PREDICTOR,
     ):
         self.work_dir = work_dir
         self.weights_dir = weights_dir or work_dir / "tiny-weights"
         self.extra_args = extra_args  # to the server, e.g. ("--upload-url", url)
         self.extra_env = extra_env  # into its environment, e.g. {"TMPDIR": ...}
+        self.predictor = predictor  # the `file:Class` served, predict.py's by default
         self.log_path = work_dir / "server.log"
         self.process: subprocess.Popen | None = None
         self.base_url = ""
@@ -56,7 +58,7 @@ class LiveServer:
         temporary = self.work_dir / "tmp"
         temporary.mkdir(exist_ok=True)
         env = {"TMPDIR": str(temporary), **(self.extra_env or {})}
-        self.process = cog_server.start(port, self.log_path, self.weights_dir, self.extra_args, env)
+        self.process = cog_server.start(port, self.log_path, self.weights_dir, self.extra_args, env, self.predictor)
         return self
 
     def wait_until_ready(self) -> dict:

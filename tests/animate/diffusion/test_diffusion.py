@@ -18,6 +18,7 @@ from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion_img2i
 from PIL import Image
 
 from animate import KeyframePlan, memory
+from animate.memory import StageBatches
 from animate.diffusion.denoise import (
     denoise,
     denoise_keyframes,
@@ -353,7 +354,8 @@ def test_batched_keyframes_equal_keyframes_one_at_a_time(components, prompt_stre
 
     def run(batch_size):
         batches = denoise_keyframes(
-            components.unet, scheduler, shared, remaining, per_keyframe, uncond, GUIDANCE, batch_size, Progress()
+            components.unet, scheduler, shared, remaining, per_keyframe, uncond, GUIDANCE,
+            StageBatches("keyframes", batch_size), Progress(),
         )
         return [(start, latents) for start, latents in batches]
 
@@ -387,7 +389,8 @@ def test_first_keyframe_step_runs_the_unconditional_half_once(components):
     hook = components.unet.register_forward_pre_hook(lambda module, args: samples.append(args[0].shape[0]))
     try:
         batches = denoise_keyframes(
-            components.unet, scheduler, shared, remaining, per_keyframe, uncond, GUIDANCE, 3, Progress()
+            components.unet, scheduler, shared, remaining, per_keyframe, uncond, GUIDANCE, StageBatches("keyframes", 3),
+            Progress(),
         )
         latents = torch.cat([latents for _, latents in batches])
     finally:
@@ -462,7 +465,7 @@ def test_each_denoising_step_is_reported_before_it_runs_and_the_last_reads_t_of_
         )
         batches = list(denoise_keyframes(
             components.unet, scheduler, shared, remaining, Conditioning(keyframe_embeddings(plan, embeddings)),
-            uncond, GUIDANCE, 2, progress,
+            uncond, GUIDANCE, StageBatches("keyframes", 2), progress,
         ))
     finally:
         hook.remove()
@@ -494,11 +497,11 @@ def test_initial_noise_comes_from_the_seed_on_the_cpu():
 def test_decode_gives_images_in_unit_range_in_chunks(components):
     latents = initial_noise(1, SIZE, SIZE, torch.device("cpu"), torch.float32).repeat(3, 1, 1, 1) * 5
     latents[1] *= -1
-    images = decode_latents(components.vae, latents, batch_size=2)
+    images = decode_latents(components.vae, latents, StageBatches("decode", 2))
     assert images.shape == (3, 3, SIZE, SIZE) and images.dtype == torch.float32
     assert images.min() >= 0 and images.max() <= 1
     assert images.std() > 0.05  # tiny weights still give an image, not flat gray
-    whole = decode_latents(components.vae, latents, batch_size=3)
+    whole = decode_latents(components.vae, latents, StageBatches("decode", 3))
     torch.testing.assert_close(images, whole, rtol=1e-4, atol=1e-5)
 
 
@@ -507,7 +510,7 @@ def test_nan_from_reduced_precision_decode_is_decoded_again_in_float32(component
     vae = copy.deepcopy(components.vae).to(torch.bfloat16)
     latents = initial_noise(2, 32, 32, torch.device("cpu"), torch.float32).repeat(3, 1, 1, 1)
     # The re-decode runs the same (bf16-rounded) weights in float32.
-    reference = decode_latents(copy.deepcopy(vae).to(torch.float32), latents, batch_size=2)
+    reference = decode_latents(copy.deepcopy(vae).to(torch.float32), latents, StageBatches("decode", 2))
     real_decode = type(vae).decode
     calls = []
 
@@ -519,7 +522,7 @@ def test_nan_from_reduced_precision_decode_is_decoded_again_in_float32(component
         return output
 
     monkeypatch.setattr(type(vae), "decode", overflowing_decode)
-    images = decode_latents(vae, latents, batch_size=2)
+    images = decode_latents(vae, latents, StageBatches("decode", 2))
     assert not torch.isnan(images).any()
     torch.testing.assert_close(images, reference, rtol=1e-4, atol=1e-5)
     assert calls == [torch.bfloat16, torch.float32, torch.bfloat16, torch.float32]
@@ -531,4 +534,4 @@ def test_nan_even_in_float32_is_an_error_not_an_image(components, monkeypatch):
     vae = copy.deepcopy(components.vae)
     latents = torch.full((1, 4, 8, 8), float("nan"))
     with pytest.raises(RuntimeError, match="NaN"):
-        decode_latents(vae, latents, batch_size=1)
+        decode_latents(vae, latents, StageBatches("decode", 1))

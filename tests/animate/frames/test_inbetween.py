@@ -2,7 +2,7 @@ import torch
 
 from animate.diffusion.vae import decode_latents
 from animate.frames.inbetween import film_frames, inbetween_times, latent_frames
-from animate.memory import CPU_DECODE_BATCH
+from animate.memory import CPU_DECODE_BATCH, FILM_CPU_BATCH, WHOLE, StageBatches
 from animate.progress import Progress
 from animate.slerp import slerp
 
@@ -21,16 +21,16 @@ def test_inbetween_times_are_j_over_s_per_gap():
 @torch.inference_mode()
 def test_latent_inbetweens_are_decoded_slerps_and_keyframes_are_reused(components):
     latents = keyframes(3)
-    images = decode_latents(components.vae, latents, CPU_DECODE_BATCH)
+    images = decode_latents(components.vae, latents, StageBatches("decode", CPU_DECODE_BATCH))
     steps = 3
-    frames = list(latent_frames(components.vae, latents, images, steps, batch_size=2))
+    frames = list(latent_frames(components.vae, latents, images, steps, StageBatches("in-betweens", 2)))
     assert len(frames) == (3 - 1) * steps + 1
     for k in range(3):
         assert torch.equal(frames[k * steps], images[k])  # not rendered again
-    expected = decode_latents(components.vae, slerp(torch.tensor([1 / 3]), latents[1:2], latents[2:3]), 1)[0]
+    expected = decode_latents(components.vae, slerp(torch.tensor([1 / 3]), latents[1:2], latents[2:3]), StageBatches("decode", 1))[0]
     torch.testing.assert_close(frames[4], expected, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(frames[4], frames[3], atol=1e-3)
-    one_batch = list(latent_frames(components.vae, latents, images, steps, batch_size=None))
+    one_batch = list(latent_frames(components.vae, latents, images, steps, StageBatches("in-betweens", WHOLE)))
     for a, b in zip(frames, one_batch):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
@@ -38,8 +38,8 @@ def test_latent_inbetweens_are_decoded_slerps_and_keyframes_are_reused(component
 @torch.inference_mode()
 def test_latent_path_with_one_step_is_the_keyframes(components):
     latents = keyframes(2)
-    images = decode_latents(components.vae, latents, CPU_DECODE_BATCH)
-    frames = list(latent_frames(components.vae, latents, images, 1, batch_size=2))
+    images = decode_latents(components.vae, latents, StageBatches("decode", CPU_DECODE_BATCH))
+    frames = list(latent_frames(components.vae, latents, images, 1, StageBatches("in-betweens", 2)))
     assert len(frames) == 2 and torch.equal(frames[0], images[0]) and torch.equal(frames[1], images[1])
 
 
@@ -47,11 +47,11 @@ def test_latent_path_with_one_step_is_the_keyframes(components):
 def test_film_path_gives_every_frame_through_film_net(components):
     images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     steps = 4
-    frames = list(film_frames(components.film, images, steps, Progress()))
+    frames = list(film_frames(components.film, images, steps, Progress(), StageBatches("FILM", FILM_CPU_BATCH)))
     assert len(frames) == (3 - 1) * steps + 1
     for k in range(3):
         torch.testing.assert_close(frames[k * steps], images[k], rtol=0, atol=0)
     middle = components.film(images[:1], images[1:2])[0].clamp(0, 1)
     torch.testing.assert_close(frames[2], middle, rtol=1e-4, atol=1e-5)  # S=4: j=2 is FILM's midpoint
     assert all(frame.shape == (3, 64, 64) for frame in frames)
-    assert [torch.equal(a, b) for a, b in zip(film_frames(None, images, 1, Progress()), images)] == [True] * 3
+    assert [torch.equal(a, b) for a, b in zip(film_frames(None, images, 1, Progress(), StageBatches("FILM", FILM_CPU_BATCH)), images)] == [True] * 3
