@@ -1,10 +1,11 @@
 """The whole walk (docs/behaviour.md, "The walk"), one named stage after another.
 
-[audio read and analysed] -> [init image read] -> prompts -> text conditioning -> keyframe conditioning -> shared start
-(or the init image, noised) -> keyframe batches (denoise, decode, safety check, [keyframe
-PNGs]) -> in-betweens -> [ping-pong] -> encoder -> the animation file, yielded last. Each
-stage reports to one Progress (animate.progress). SD 1.x/2.x and SDXL checkpoints differ
-only in their text conditioning (text_conditioning); the rest of the walk is the same.
+[audio read and analysed] -> [init image read] -> prompts -> text conditioning -> keyframe
+conditioning -> shared start (or the init image, noised) -> keyframe batches (denoise,
+decode, safety check, [keyframe PNGs]) -> in-betweens -> [ping-pong] -> encoder (with the
+sound) -> the animation file, yielded last. Each stage reports to one Progress
+(animate.progress). SD 1.x/2.x and SDXL checkpoints differ only in their text conditioning
+(text_conditioning); the rest of the walk is the same.
 """
 
 from collections.abc import Iterable, Iterator
