@@ -1,9 +1,9 @@
 """Cog predictor: the public inputs of the hosted model, turned into one call of `animate`.
 
 setup() loads the weights once; predict() declares the 15 inputs of the hosted model's
-public API, in its order, then four of this package's own (negative_prompt, init_image,
-scheduler, disable_safety_checker, whose defaults change nothing), and streams the files
-`animate.animate` yields.
+public API, in its order, then six of this package's own (negative_prompt, init_image,
+scheduler, disable_safety_checker, audio, audio_pace_strength, whose defaults change
+nothing), and streams the files `animate.animate` yields.
 
 `cog build` writes the deployed input schema by reading this file's text, not by importing
 it, and it understands only literals: so every `Input(...)` keyword below is ONE literal
@@ -148,6 +148,17 @@ class Predictor(BasePredictor):
             description="Skip the check that fails the prediction when a keyframe may be not safe for work",
             default=False,
         ),
+        # A URL or data URI the server fetches into a file, like init_image.
+        audio: Optional[Path] = Input(
+            description="Sound track (MP3, WAV, FLAC, OGG, M4A, or a video with sound) of at most 300 seconds: the animation lasts as long, its keyframes follow the music, and the MP4 plays it; needs output_format mp4",
+            default=None,
+        ),
+        audio_pace_strength: float = Input(
+            description="With audio, how strongly the music's intensity sets the pace of the walk: 0 keeps an even pace, 1 lets the music alone place the keyframes",
+            ge=0.0,
+            le=1.0,
+            default=0.5,
+        ),
     ) -> Iterator[Path]:
         """Yield one PNG per keyframe (with intermediate_output), then the animation."""
         settings = animate.settings_from_inputs(
@@ -167,9 +178,11 @@ class Predictor(BasePredictor):
             seed=seed,
             output_format=output_format,
             negative_prompt=negative_prompt,
-            init_image=downloaded(init_image),
+            init_image=downloaded(init_image, "init_image", "a picture"),
             scheduler=scheduler,
             disable_safety_checker=disable_safety_checker,
+            audio=downloaded(audio, "audio", "a sound file"),
+            audio_pace_strength=audio_pace_strength,
         )
         output_dir = self.fresh_output_dir()
         for path in animate.animate(self.components, settings, output_dir):
@@ -186,8 +199,9 @@ class Predictor(BasePredictor):
         return LocalPath(tempfile.mkdtemp(prefix="prediction-", dir=self.output_base))
 
 
-def downloaded(init_image: Optional[Path]) -> Optional[LocalPath]:
-    """init_image's path when it is the file the server downloaded the request's URL into.
+def downloaded(file: Optional[Path], name: str, what: str) -> Optional[LocalPath]:
+    """The path of file input `name` (init_image, audio) when it is the file the server
+    downloaded the request's URL into; `what` the input holds, for the error message.
 
     The server fetches an http(s) URL or a data URI into a new file directly in the
     temporary directory and passes that file's path; any other string (a path such as
@@ -195,12 +209,12 @@ def downloaded(init_image: Optional[Path]) -> Optional[LocalPath]:
     put a file of the server's into the animation, or tell the caller whether it exists,
     so it is refused before anything runs.
     """
-    if init_image is None:
+    if file is None:
         return None
-    path = LocalPath(init_image).resolve()
+    path = LocalPath(file).resolve()
     if path.parent != LocalPath(tempfile.gettempdir()).resolve() or not path.is_file():
         raise animate.InputError(
-            "init_image must be an http or https URL or a data URI of a picture: "
+            f"{name} must be an http or https URL or a data URI of {what}: "
             "the model reads only the file the server downloads."
         )
     return path

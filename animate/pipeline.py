@@ -1,10 +1,11 @@
 """The whole walk (docs/behaviour.md, "The walk"), one named stage after another.
 
-[init image read] -> prompts -> text conditioning -> keyframe conditioning -> shared start
-(or the init image, noised) -> keyframe batches (denoise, decode, safety check, [keyframe
-PNGs]) -> in-betweens -> [ping-pong] -> encoder -> the animation file, yielded last. Each
-stage reports to one Progress (animate.progress). SD 1.x/2.x and SDXL checkpoints differ
-only in their text conditioning (text_conditioning); the rest of the walk is the same.
+[audio read and analysed] -> [init image read] -> prompts -> text conditioning -> keyframe
+conditioning -> shared start (or the init image, noised) -> keyframe batches (denoise,
+decode, safety check, [keyframe PNGs]) -> in-betweens -> [ping-pong] -> encoder (with the
+sound) -> the animation file, yielded last. Each stage reports to one Progress
+(animate.progress). SD 1.x/2.x and SDXL checkpoints differ only in their text conditioning
+(text_conditioning); the rest of the walk is the same.
 """
 
 from collections.abc import Iterable, Iterator
@@ -26,7 +27,9 @@ from animate.diffusion.schedulers import chosen_scheduler
 from animate.diffusion.vae import decode_latents
 from animate.frames.host import ping_pong, to_uint8
 from animate.frames.inbetween import film_frames, latent_frames
+from animate.inputs.audio import read_audio
 from animate.inputs.init_image import load_init_image
+from animate.inputs.music_pace import audio_gap_frames
 from animate.inputs.plan import KeyframePlan
 from animate.inputs.settings import Settings
 from animate.memory import WHOLE, StageBatches, decode_batch_size, film_batch_size, keyframe_batch_size
@@ -219,6 +222,26 @@ def host_frames(frames: Iterable[torch.Tensor], total: int, progress: Progress, 
         yield from pictures
 
 
+def music_gap_frames(settings: Settings, num_keyframes: int, progress: Progress) -> list[int] | None:
+    """The frame count of each gap between neighbouring keyframes, as the request's sound
+    track paces them (docs/behaviour.md, "Audio"); None without audio.
+
+    Decodes and analyses the sound first, so a file that cannot be used, or one too short
+    for num_keyframes, raises InputError before any model runs.
+    """
+    if settings.audio is None:
+        return None
+    track = read_audio(settings.audio)
+    gaps = audio_gap_frames(track, num_keyframes, settings.frames_per_second, settings.audio_pace_strength)
+    progress.log(
+        "audio",
+        f"{track.seconds:.2f} s, {sum(gaps) + 1} frames at {settings.frames_per_second} fps; "
+        f"the music (audio_pace_strength {settings.audio_pace_strength:g}) gives the {len(gaps)} gaps "
+        f"{min(gaps)} to {max(gaps)} frames",
+    )
+    return gaps
+
+
 def gif_encoders(device: torch.device) -> int:
     """ffmpeg processes to encode a GIF with. On CUDA the cores are free while the GPU makes
     the frames, and one ffmpeg would be the slowest stage; on CPU torch's threads already
@@ -238,7 +261,7 @@ def encode_animation(
     if settings.output_format == "gif":
         encode_gif(frames, path, settings.frames_per_second, keyframes, num_frames, gif_encoders(device))
     elif settings.output_format == "mp4":
-        encode_mp4(frames, path, settings.frames_per_second)
+        encode_mp4(frames, path, settings.frames_per_second, settings.audio, num_frames)
     else:
         raise ValueError(f"unknown output_format {settings.output_format!r}")
 
@@ -256,9 +279,10 @@ def animate(
 
     `progress` hears of every stage, denoising step, frame and keyframe batch, and may raise
     from its `step` to stop the walk (see animate.progress); by default a new Progress logs
-    them on stdout. An init image that cannot be used raises InputError before any model runs.
-    With encode=False (the benchmark, on a GPU machine without ffmpeg) the frames are made
-    and copied to the host as usual, then dropped: no animation file, no stage "encode".
+    them on stdout. An audio file or init image that cannot be used raises InputError before
+    any model runs. With encode=False (the benchmark, on a GPU machine without ffmpeg) the
+    frames are made and copied to the host as usual, then dropped: no animation file, no
+    stage "encode".
     """
     progress = Progress() if progress is None else progress
     output_dir = Path(output_dir)
@@ -269,7 +293,10 @@ def animate(
         f"{plan.num_keyframes} keyframes, {plan.num_frames} frames, {plan.num_output_frames} in the animation",
     )
 
-    # Read first, so that a picture that cannot be used fails the walk before any model runs.
+    # Read first, so that a sound or picture that cannot be used fails the walk before any model runs.
+    # Until the keyframe plan takes a frame count per gap (issue 16's loop and pacing), the
+    # walk keeps S frames per gap, and the MP4's sound is cut or padded to its length.
+    music_gap_frames(settings, plan.num_keyframes, progress)
     init_pixels = None
     if settings.init_image is not None:
         init_pixels = load_init_image(settings.init_image, settings.width, settings.height)

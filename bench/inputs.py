@@ -1,14 +1,20 @@
-"""What each of the four extra inputs costs: one small request with and without each.
+"""What each of the extra inputs costs: one small request with and without each.
 
 python -m bench.inputs [--repeats N] [--threads N]
 
 Runs the tiny weights on the CPU through animate.animate (no server), one request per row:
 the defaults, then each extra input on its own (negative_prompt, init_image as a small photo
-and as a 40-megapixel one, each scheduler, disable_safety_checker), all rows once per round.
-Prints a table of the median seconds per request, the process's peak resident memory
-(VmHWM, reset before each request), and how far that peak rose above the resident memory
-at the request's start. The 40-megapixel picture is a noisy colour gradient JPEG
-(8000x5000, exactly the limit), made before the timing starts.
+and as a 40-megapixel one, each scheduler, disable_safety_checker, the MP4 without and with
+a 10 s and a 300 s sound track), all rows once per round. Prints a table of the median
+seconds per request, the process's peak resident memory (VmHWM, reset before each request),
+and how far that peak rose above the resident memory at the request's start. The
+40-megapixel picture is a noisy colour gradient JPEG (8000x5000, exactly the limit), the
+sound tracks are stereo 192 kbit/s MP3s of a beat at 120 bpm, all made before the timing.
+
+A second table times what a sound track costs by itself, at each length: reading and
+analysing it (animate.inputs.audio), the frames per gap it asks for, and an MP4 of that
+many frames (64x64, the picture not mattering here) with the sound: the part of an audio
+request whose memory could grow with the sound's length.
 """
 
 import argparse
@@ -25,7 +31,11 @@ from PIL import Image
 
 from animate import animate, settings_from_inputs
 from animate.diffusion.schedulers import SCHEDULER_NAMES
+from animate.inputs.audio import MAX_AUDIO_SECONDS, audio_frame_count, read_audio
 from animate.inputs.init_image import MAX_INIT_IMAGE_PIXELS
+from animate.inputs.music_pace import audio_gap_frames
+from animate.output.ffmpeg import Ffmpeg
+from animate.output.mp4 import encode_mp4
 from bench.measure import host_memory_kib, reset_peak_host_memory
 from bench.presets import tiny_components
 
@@ -49,6 +59,10 @@ SMALL_REQUEST = dict(
 )
 LARGE_PHOTO_SIZE = (8000, 5000)  # 40,000,000 pixels: the largest init_image accepted
 SMALL_PHOTO_SIZE = (1024, 768)
+SOUND_SECONDS = (10, MAX_AUDIO_SECONDS)  # a short clip, and the longest sound track accepted
+# A beat at 120 bpm: a 1 kHz ping decaying over each half second, over a quiet 220 Hz hum
+# (the comma escaped, as a filter graph wants).
+BEAT = "0.6*sin(2*PI*1000*t)*exp(-30*mod(t\\,0.5))+0.1*sin(2*PI*220*t)"
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,7 +90,17 @@ def photo_like_jpeg(path: Path, size: tuple[int, int]) -> Path:
     return path
 
 
-def rows(photos: dict[str, Path]) -> list[tuple[str, dict]]:
+def beat_mp3(path: Path, seconds: int) -> Path:
+    """seconds of BEAT as a stereo 44.1 kHz MP3 at 192 kbit/s, made by the shipped ffmpeg."""
+    ffmpeg = Ffmpeg.start([
+        "-f", "lavfi", "-i", f"aevalsrc={BEAT}|{BEAT}:s=44100:d={seconds}",
+        "-c:a", "libmp3lame", "-b:a", "192k", "-y", str(path),
+    ])
+    ffmpeg.finish(path.name)
+    return path
+
+
+def rows(photos: dict[str, Path], sounds: dict[int, Path]) -> list[tuple[str, dict]]:
     """(row name, the inputs it adds to SMALL_REQUEST), the defaults first."""
     return [
         ("defaults", {}),
@@ -85,6 +109,8 @@ def rows(photos: dict[str, Path]) -> list[tuple[str, dict]]:
         (f"init_image {LARGE_PHOTO_SIZE[0]}x{LARGE_PHOTO_SIZE[1]} JPEG (40 MP)", {"init_image": photos["large"]}),
         *[(f"scheduler={name}", {"scheduler": name}) for name in SCHEDULER_NAMES if name != "default"],
         ("disable_safety_checker", {"disable_safety_checker": True}),
+        ("output_format=mp4", {"output_format": "mp4"}),
+        *[(f"audio {seconds} s MP3, mp4", {"output_format": "mp4", "audio": sound}) for seconds, sound in sounds.items()],
     ]
 
 
@@ -102,6 +128,34 @@ def run_once(components, inputs: dict, output_dir: Path) -> tuple[float, float, 
     return seconds, peak, peak - start_rss
 
 
+def sound_alone_once(sound: Path, output_dir: Path) -> tuple[float, float, float]:
+    """(seconds, peak RSS MiB, peak above the RSS at the start MiB) of reading and pacing
+    the sound and writing an MP4 of as many frames as it asks for, with it."""
+    reset_peak_host_memory()
+    start_rss = host_memory_kib("VmRSS") / 1024
+    started = time.perf_counter()
+    track = read_audio(sound)
+    fps = SMALL_REQUEST["gif_frames_per_second"]
+    audio_gap_frames(track, 3, fps, 0.5)
+    num_frames = audio_frame_count(track.seconds, fps)
+    frame = np.zeros((64, 64, 3), dtype=np.uint8)
+    encode_mp4((frame for _ in range(num_frames)), output_dir / "sound.mp4", fps, sound, num_frames)
+    seconds = time.perf_counter() - started
+    peak = host_memory_kib("VmHWM") / 1024
+    return seconds, peak, peak - start_rss
+
+
+def print_table(title: str, runs: dict[str, list[tuple[float, float, float]]]) -> None:
+    """One row per name: the median seconds, the largest peak, the largest rise above start."""
+    print(f"| {title} | seconds | peak RSS | above start |")
+    print("| --- | --- | --- | --- |")
+    for name, measured in runs.items():
+        seconds = statistics.median(run[0] for run in measured)
+        peak = max(run[1] for run in measured)
+        above = max(run[2] for run in measured)
+        print(f"| {name} | {seconds:.2f} | {peak:,.0f} MiB | +{above:,.0f} MiB |")
+
+
 def main(argv: list[str] | None = None) -> None:
     arguments = parse_arguments(argv)
     if arguments.threads:
@@ -114,24 +168,25 @@ def main(argv: list[str] | None = None) -> None:
             "small": photo_like_jpeg(directory / "small.jpg", SMALL_PHOTO_SIZE),
             "large": photo_like_jpeg(directory / "large.jpg", LARGE_PHOTO_SIZE),
         }
+        sounds = {seconds: beat_mp3(directory / f"beat-{seconds}s.mp3", seconds) for seconds in SOUND_SECONDS}
         print(f"40 MP photo: {photos['large'].stat().st_size / 2**20:.1f} MiB JPEG; "
               f"{torch.get_num_threads()} torch threads; median of {arguments.repeats} runs", flush=True)
         # One untimed run first, so the first row does not pay for first-use allocations.
         run_once(components, {}, directory / "out")
         # Round-robin: every row once per round, so a change in the machine's load (other
         # work on the same cores) spreads over all rows instead of landing on one.
-        table = rows(photos)
+        table = rows(photos, sounds)
         runs = {name: [] for name, _ in table}
+        alone = {f"{seconds} s MP3 ({audio_frame_count(seconds, SMALL_REQUEST['gif_frames_per_second'])} frames)": []
+                 for seconds in sounds}
         for _ in range(arguments.repeats):
             for name, inputs in table:
                 runs[name].append(run_once(components, inputs, directory / "out"))
-        print("| request (256x256, 10 steps, 3 keyframes, S=2, FILM, GIF) | seconds | peak RSS | above start |")
-        print("| --- | --- | --- | --- |")
-        for name, measured in runs.items():
-            seconds = statistics.median(run[0] for run in measured)
-            peak = max(run[1] for run in measured)
-            above = max(run[2] for run in measured)
-            print(f"| {name} | {seconds:.2f} | {peak:,.0f} MiB | +{above:,.0f} MiB |")
+            for (name, measured), sound in zip(alone.items(), sounds.values()):
+                measured.append(sound_alone_once(sound, directory))
+        print_table("request (256x256, 10 steps, 3 keyframes, S=2, FILM, GIF unless mp4)", runs)
+        print()
+        print_table("sound track alone: read, analyse, pace, MP4 of its frames at 64x64", alone)
 
 if __name__ == "__main__":
     main()

@@ -46,6 +46,9 @@ EXTRA_INPUTS = {
         "enum": ["default", "DDIM", "DPMSolverMultistep", "K_EULER", "K_EULER_ANCESTRAL", "KLMS", "PNDM"],
     },
     "disable_safety_checker": {"type": "boolean", "default": False},
+    # A file, like init_image: a sound track the server fetches.
+    "audio": {"type": "string", "format": "uri", "default": None, "nullable": True},
+    "audio_pace_strength": {"type": "number", "default": 0.5, "minimum": 0, "maximum": 1},
 }
 
 # Keys that only describe presentation or how the schema is assembled.

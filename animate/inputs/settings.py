@@ -30,6 +30,8 @@ INPUT_DEFAULTS = {
     "init_image": None,
     "scheduler": "default",
     "disable_safety_checker": False,
+    "audio": None,
+    "audio_pace_strength": 0.5,
 }
 
 
@@ -58,6 +60,8 @@ class Settings:
     init_image: Path | None = INPUT_DEFAULTS["init_image"]
     scheduler: str = INPUT_DEFAULTS["scheduler"]
     disable_safety_checker: bool = INPUT_DEFAULTS["disable_safety_checker"]
+    audio: Path | None = INPUT_DEFAULTS["audio"]
+    audio_pace_strength: float = INPUT_DEFAULTS["audio_pace_strength"]
 
 
 def draw_seed() -> int:
@@ -85,14 +89,19 @@ def settings_from_inputs(
     init_image: str | Path | None = INPUT_DEFAULTS["init_image"],
     scheduler: str = INPUT_DEFAULTS["scheduler"],
     disable_safety_checker: bool = INPUT_DEFAULTS["disable_safety_checker"],
+    audio: str | Path | None = INPUT_DEFAULTS["audio"],
+    audio_pace_strength: float = INPUT_DEFAULTS["audio_pace_strength"],
 ) -> Settings:
-    """Validate what the server schema cannot (prompt content, seed range) and fix the seed.
+    """Validate what the server schema cannot (prompt content, seed range, inputs that
+    cannot go together) and fix the seed.
 
     Bounds and choices of the other inputs are declared once, in predict.py, and enforced
     by the server before predict() runs. Prints `Using seed: N`.
     """
     prompts = parse_prompts(prompt_start, prompt_end)
     check_length("negative_prompt", negative_prompt)
+    if audio is not None:
+        check_audio_output(output_format, gif_ping_pong)
     if seed is None:
         seed = draw_seed()
     elif not 0 <= seed <= MAX_SEED:
@@ -119,4 +128,19 @@ def settings_from_inputs(
         init_image=None if init_image is None else Path(init_image),
         scheduler=str(scheduler),
         disable_safety_checker=bool(disable_safety_checker),
+        audio=None if audio is None else Path(audio),
+        audio_pace_strength=float(audio_pace_strength),
     )
+
+
+def check_audio_output(output_format: str, gif_ping_pong: bool) -> None:
+    """InputError unless the animation can carry a sound track (docs/behaviour.md, "Audio")."""
+    if output_format != "mp4":
+        raise InputError(
+            f"audio needs output_format mp4, not {output_format}: a GIF has no sound, so ask for an MP4."
+        )
+    if gif_ping_pong:
+        raise InputError(
+            "audio cannot be used with gif_ping_pong: the animation follows the sound track, "
+            "which does not play backwards, so set gif_ping_pong to false."
+        )

@@ -74,11 +74,11 @@ class Ffmpeg:
     stderr_file: BinaryIO
 
     @classmethod
-    def start(cls, options: list[str], stdin=subprocess.DEVNULL) -> "Ffmpeg":
+    def start(cls, options: list[str], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL) -> "Ffmpeg":
         command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", *options]
         stderr_file = tempfile.TemporaryFile()
         try:
-            process = subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr_file)
+            process = subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=stderr_file)
         except BaseException:
             stderr_file.close()
             raise
@@ -103,6 +103,8 @@ class Ffmpeg:
                 self.process.stdin.close()
             except BrokenPipeError:
                 pass
+        if self.process.stdout:
+            self.process.stdout.close()
         self.stderr_file.close()
 
 

@@ -1,6 +1,8 @@
+import contextlib
 import dataclasses
 import hashlib
 import re
+from collections.abc import Iterator
 
 import imageio_ffmpeg
 import numpy as np
@@ -281,21 +283,28 @@ def test_the_sampler_is_logged_once_and_pndm_by_name_is_the_default(components, 
     assert euler["animation.gif"] != default["animation.gif"]
 
 
-def test_a_bad_init_image_fails_the_walk_before_any_model_runs(components, tmp_path):
-    not_a_picture = tmp_path / "notes.png"
-    not_a_picture.write_text("just some text")
+@contextlib.contextmanager
+def model_calls(components) -> Iterator[list[str]]:
+    """The names of the models ("unet", "text", "vae") called inside the block, in order."""
     calls = []
     hooks = [
         model.register_forward_pre_hook(lambda module, args, name=name: calls.append(name))
         for name, model in [("unet", components.unet), ("text", components.text_encoder), ("vae", components.vae)]
     ]
-    output_dir = tmp_path / "out"
     try:
-        with pytest.raises(InputError, match=r"^init_image is a 14-byte file that is not a picture"):
-            list(animate(components, settings(init_image=not_a_picture), output_dir))
+        yield calls
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def test_a_bad_init_image_fails_the_walk_before_any_model_runs(components, tmp_path):
+    not_a_picture = tmp_path / "notes.png"
+    not_a_picture.write_text("just some text")
+    output_dir = tmp_path / "out"
+    with model_calls(components) as calls:
+        with pytest.raises(InputError, match=r"^init_image is a 14-byte file that is not a picture"):
+            list(animate(components, settings(init_image=not_a_picture), output_dir))
     assert calls == []
     assert list(output_dir.iterdir()) == []
 
