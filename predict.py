@@ -1,9 +1,9 @@
 """Cog predictor: the public inputs of the hosted model, turned into one call of `animate`.
 
 setup() loads the weights once; predict() declares the 15 inputs of the hosted model's
-public API, in its order, then four of this package's own (negative_prompt, init_image,
-scheduler, disable_safety_checker, whose defaults change nothing), and streams the files
-`animate.animate` yields.
+public API, in its order, then six of this package's own (negative_prompt, init_image,
+scheduler, disable_safety_checker, loop, pacing, whose defaults change nothing), and
+streams the files `animate.animate` yields.
 
 `cog build` writes the deployed input schema by reading this file's text, not by importing
 it, and it understands only literals: so every `Input(...)` keyword below is ONE literal
@@ -148,6 +148,15 @@ class Predictor(BasePredictor):
             description="Skip the check that fails the prediction when a keyframe may be not safe for work",
             default=False,
         ),
+        loop: bool = Input(
+            description="Walk on from the last prompt back to the first, so the animation loops without a seam; not with gif_ping_pong",
+            default=False,
+        ),
+        pacing: str = Input(
+            description="Where keyframes go: linear spaces them evenly along the walk between prompts; even places them and their frames so the picture changes by about the same amount from frame to frame",
+            choices=["linear", "even"],
+            default="linear",
+        ),
     ) -> Iterator[Path]:
         """Yield one PNG per keyframe (with intermediate_output), then the animation."""
         settings = animate.settings_from_inputs(
@@ -170,6 +179,8 @@ class Predictor(BasePredictor):
             init_image=downloaded(init_image),
             scheduler=scheduler,
             disable_safety_checker=disable_safety_checker,
+            loop=loop,
+            pacing=pacing,
         )
         output_dir = self.fresh_output_dir()
         for path in animate.animate(self.components, settings, output_dir):

@@ -46,6 +46,8 @@ EXTRA_INPUTS = {
         "enum": ["default", "DDIM", "DPMSolverMultistep", "K_EULER", "K_EULER_ANCESTRAL", "KLMS", "PNDM"],
     },
     "disable_safety_checker": {"type": "boolean", "default": False},
+    "loop": {"type": "boolean", "default": False},
+    "pacing": {"type": "string", "default": "linear", "enum": ["linear", "even"]},
 }
 
 # Keys that only describe presentation or how the schema is assembled.

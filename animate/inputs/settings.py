@@ -30,6 +30,8 @@ INPUT_DEFAULTS = {
     "init_image": None,
     "scheduler": "default",
     "disable_safety_checker": False,
+    "loop": False,
+    "pacing": "linear",
 }
 
 
@@ -58,6 +60,8 @@ class Settings:
     init_image: Path | None = INPUT_DEFAULTS["init_image"]
     scheduler: str = INPUT_DEFAULTS["scheduler"]
     disable_safety_checker: bool = INPUT_DEFAULTS["disable_safety_checker"]
+    loop: bool = INPUT_DEFAULTS["loop"]
+    pacing: str = INPUT_DEFAULTS["pacing"]
 
 
 def draw_seed() -> int:
@@ -85,14 +89,22 @@ def settings_from_inputs(
     init_image: str | Path | None = INPUT_DEFAULTS["init_image"],
     scheduler: str = INPUT_DEFAULTS["scheduler"],
     disable_safety_checker: bool = INPUT_DEFAULTS["disable_safety_checker"],
+    loop: bool = INPUT_DEFAULTS["loop"],
+    pacing: str = INPUT_DEFAULTS["pacing"],
 ) -> Settings:
-    """Validate what the server schema cannot (prompt content, seed range) and fix the seed.
+    """Validate what the server schema cannot (prompt content, seed range, inputs that
+    cannot go together) and fix the seed.
 
     Bounds and choices of the other inputs are declared once, in predict.py, and enforced
     by the server before predict() runs. Prints `Using seed: N`.
     """
     prompts = parse_prompts(prompt_start, prompt_end)
     check_length("negative_prompt", negative_prompt)
+    if loop and gif_ping_pong:
+        raise InputError(
+            "loop and gif_ping_pong cannot both be true: a loop already ends where it starts, "
+            "so set one of them to false."
+        )
     if seed is None:
         seed = draw_seed()
     elif not 0 <= seed <= MAX_SEED:
@@ -119,4 +131,6 @@ def settings_from_inputs(
         init_image=None if init_image is None else Path(init_image),
         scheduler=str(scheduler),
         disable_safety_checker=bool(disable_safety_checker),
+        loop=bool(loop),
+        pacing=str(pacing),
     )
