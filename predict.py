@@ -2,8 +2,8 @@
 
 setup() loads the weights once; predict() declares the 15 inputs of the hosted model's
 public API, in its order, then six of this package's own (negative_prompt, init_image,
-scheduler, disable_safety_checker, audio, audio_pace_strength, whose defaults change
-nothing), and streams the files `animate.animate` yields.
+scheduler, disable_safety_checker, audio, audio_pace_strength, loop, pacing, whose
+defaults change nothing), and streams the files `animate.animate` yields.
 
 `cog build` writes the deployed input schema by reading this file's text, not by importing
 it, and it understands only literals: so every `Input(...)` keyword below is ONE literal
@@ -159,6 +159,15 @@ class Predictor(BasePredictor):
             le=1.0,
             default=0.5,
         ),
+        loop: bool = Input(
+            description="Walk on from the last prompt back to the first, so the animation loops without a seam; not with gif_ping_pong",
+            default=False,
+        ),
+        pacing: str = Input(
+            description="Where keyframes go: linear spaces them evenly along the walk between prompts; even places them and their frames so the picture changes by about the same amount from frame to frame",
+            choices=["linear", "even"],
+            default="linear",
+        ),
     ) -> Iterator[Path]:
         """Yield one PNG per keyframe (with intermediate_output), then the animation."""
         settings = animate.settings_from_inputs(
@@ -183,6 +192,8 @@ class Predictor(BasePredictor):
             disable_safety_checker=disable_safety_checker,
             audio=downloaded(audio, "audio", "a sound file"),
             audio_pace_strength=audio_pace_strength,
+            loop=loop,
+            pacing=pacing,
         )
         output_dir = self.fresh_output_dir()
         for path in animate.animate(self.components, settings, output_dir):

@@ -1,14 +1,20 @@
 """The whole walk (docs/behaviour.md, "The walk"), one named stage after another.
 
-[audio read and analysed] -> [init image read] -> prompts -> text conditioning -> keyframe
-conditioning -> shared start (or the init image, noised) -> keyframe batches (denoise,
-decode, safety check, [keyframe PNGs]) -> in-betweens -> [ping-pong] -> encoder (with the
-sound) -> the animation file, yielded last. Each stage reports to one Progress
-(animate.progress). SD 1.x/2.x and SDXL checkpoints differ only in their text conditioning
-(text_conditioning); the rest of the walk is the same.
+[audio read and analysed] -> [init image read] -> prompts -> text conditioning -> shared
+start (or the init image, noised) -> keyframe batches (keyframe conditioning, denoise,
+decode) -> in walk order: safety check, [keyframe PNGs] -> in-betweens -> [ping-pong] ->
+encoder (with the sound) -> the animation file, yielded last. With even pacing the
+keyframes are rendered in two rounds, and the frames of each gap follow from how much the
+picture changes in it (docs/behaviour.md, "Pacing"). Each stage reports to one Progress
+(animate.progress), and every batched model call runs through a StageBatches
+(animate.memory), which halves a batch that runs out of GPU memory. SD 1.x/2.x and SDXL
+checkpoints differ only in their text conditioning (text_conditioning); the rest of the
+walk is the same. Rendering keyframes at places on the walk is one seam (RenderKeyframes):
+a test can draw them with a known function of the walk position instead.
 """
 
-from collections.abc import Iterable, Iterator
+import dataclasses
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +33,11 @@ from animate.diffusion.schedulers import chosen_scheduler
 from animate.diffusion.vae import decode_latents
 from animate.frames.host import ping_pong, to_uint8
 from animate.frames.inbetween import film_frames, latent_frames
+from animate.frames.pacing import picture_changes
 from animate.inputs.audio import read_audio
 from animate.inputs.init_image import load_init_image
 from animate.inputs.music_pace import audio_gap_frames
-from animate.inputs.plan import KeyframePlan
+from animate.inputs.plan import KeyframePlan, Place, coarse_plan, share_out, split_places
 from animate.inputs.settings import Settings
 from animate.memory import WHOLE, StageBatches, decode_batch_size, film_batch_size, keyframe_batch_size
 from animate.output.encoder_thread import encode_in_background
@@ -48,25 +55,36 @@ from animate.weights import Components
 HOST_CHUNK = 8
 
 
+# Pacings: keyframes evenly along the embedding walk, or where the picture changes (docs/behaviour.md, "Pacing").
+PACINGS = ("linear", "even")
+
+# Renders keyframes at places on the walk: given their (segment, t), yields (latents
+# (B, 4, h, w), images (B, 3, H, W) in [0, 1]) batch by batch, in the order given.
+RenderKeyframes = Callable[[Sequence[Place]], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+
+
 def plan_for(settings: Settings) -> KeyframePlan:
+    """The linear plan of the request: N keyframes per segment, S frames per gap."""
     return KeyframePlan(
         num_prompts=len(settings.prompts),
         keyframes_per_segment=settings.num_animation_frames,
         interpolation_steps=settings.num_interpolation_steps,
         ping_pong=settings.ping_pong,
+        loop=settings.loop,
     )
 
 
-def keyframe_embeddings(plan: KeyframePlan, prompt_embeddings: torch.Tensor) -> torch.Tensor:
-    """Conditional embedding of each keyframe, (K, ...): slerp(t, e_p, e_p+1) per keyframe.
+def keyframe_embeddings(places: Sequence[Place], prompt_embeddings: torch.Tensor) -> torch.Tensor:
+    """Conditional embedding of each keyframe at `places`, (K, ...): slerp(t, e_p, e_p+1)
+    per keyframe, where p + 1 is the first prompt again on a loop's closing segment.
 
     prompt_embeddings (P, ...), one per prompt: per-token (P, L, D) or pooled (P, E); each
     prompt's embedding is slerped as one vector.
     """
-    times = plan.keyframe_times()
-    segments = torch.tensor([segment for segment, _ in times], device=prompt_embeddings.device)
-    t = torch.tensor([t for _, t in times], device=prompt_embeddings.device)
-    return slerp(t, prompt_embeddings[segments], prompt_embeddings[segments + 1])
+    segments = torch.tensor([segment for segment, _ in places], device=prompt_embeddings.device)
+    t = torch.tensor([t for _, t in places], device=prompt_embeddings.device)
+    following = (segments + 1) % prompt_embeddings.shape[0]
+    return slerp(t, prompt_embeddings[segments], prompt_embeddings[following])
 
 
 def walk_embedding(plan: KeyframePlan, prompt_embeddings: torch.Tensor, position: float) -> torch.Tensor:
@@ -102,10 +120,11 @@ def text_conditioning(
     return Conditioning(embeddings), Conditioning(uncond)
 
 
-def keyframe_conditioning(plan: KeyframePlan, prompts: Conditioning) -> Conditioning:
-    """Each keyframe's conditioning (K samples): its per-token embedding and (SDXL) its
-    pooled embedding, each slerped between the keyframe's two prompts (keyframe_embeddings)."""
-    return prompts.map(lambda embeddings: keyframe_embeddings(plan, embeddings))
+def keyframe_conditioning(places: Sequence[Place], prompts: Conditioning) -> Conditioning:
+    """The conditioning of the keyframes at `places` (one sample each): its per-token
+    embedding and (SDXL) its pooled embedding, each slerped between the keyframe's two
+    prompts (keyframe_embeddings)."""
+    return prompts.map(lambda embeddings: keyframe_embeddings(places, embeddings))
 
 
 def walk_conditioning(plan: KeyframePlan, prompts: Conditioning, position: float) -> Conditioning:
@@ -119,91 +138,214 @@ def stage_batches(components: Components, progress: Progress, stage: str, size: 
     return StageBatches(stage, size, components.memory, progress)
 
 
-def render_keyframes(
+class DiffusionRenderer:
+    """Keyframes from Stable Diffusion, a RenderKeyframes: built once per walk, it encodes
+    the text and runs the shared start (from noise, or from init_pixels (1, 3, H, W) in
+    [-1, 1] when the walk has an init image); each call then finishes keyframes from that
+    start in batches (denoise_keyframes) and decodes them, telling `progress` of each stage.
+
+    The shared start is denoised at the walk's position 0.5 (plan.walk_position); the
+    negative prompt's conditioning is the unconditional half at every step.
+    """
+
+    def __init__(
+        self,
+        components: Components,
+        settings: Settings,
+        plan: KeyframePlan,
+        progress: Progress,
+        init_pixels: torch.Tensor | None = None,
+    ):
+        self.components, self.settings, self.progress = components, settings, progress
+        with progress.stage("text"):
+            self.prompts, self.uncond = text_conditioning(components, settings, progress)
+            middle = walk_conditioning(plan, self.prompts, 0.5)
+        scheduler = chosen_scheduler(settings.scheduler, components.scheduler)
+        progress.log("Sampler", f"{type(scheduler).__name__} ({settings.scheduler})")
+        self.generator = seed_generator(settings.seed)
+        noise = latent_noise(self.generator, settings.height, settings.width, components.device, components.dtype)
+        if init_pixels is None:
+            # One latent: nothing to halve, but a shared start that does not fit ends in one sentence.
+            _, (self.shared, self.scheduler, self.remaining) = stage_batches(components, progress, "shared start", 1).run(
+                0, 1, lambda start, stop: shared_denoise(
+                    components.unet, scheduler, noise, settings.num_inference_steps,
+                    settings.prompt_strength, middle, self.uncond, settings.guidance_scale, progress, self.generator,
+                ),
+            )
+        else:
+            self.shared, self.scheduler, self.remaining = image_start(
+                components.vae, scheduler, init_pixels, noise, settings.num_inference_steps,
+                settings.prompt_strength, progress, stage_batches(components, progress, "init_image", 1),
+            )
+        # Sized once, from the memory this process can use now; a batch that runs out of
+        # memory halves the stage's batches for the rest of the walk, every round included.
+        usable = components.memory.usable_bytes()
+        guided = uses_guidance(settings.guidance_scale)
+        self.keyframe_batches = stage_batches(
+            components, progress, "keyframes",
+            keyframe_batch_size(usable, settings.height, settings.width, guided, self.shared.element_size()),
+        )
+        self.decode_batches = stage_batches(
+            components, progress, "decode",
+            decode_batch_size(usable, settings.height, settings.width, components.vae.dtype.itemsize),
+        )
+        progress.log("keyframes", f"{plan.num_keyframes} keyframes, {self.keyframe_batches.size} per batch")
+
+    def __call__(self, places: Sequence[Place]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(latents (B, 4, h, w), images (B, 3, H, W) in [0, 1]) of the keyframes at
+        `places`, batch by batch."""
+        components, settings = self.components, self.settings
+        batches = denoise_keyframes(
+            components.unet, self.scheduler, self.shared, self.remaining,
+            keyframe_conditioning(places, self.prompts), self.uncond,
+            settings.guidance_scale, self.keyframe_batches, self.progress, self.generator,
+        )
+        for start, latents in batches:
+            with self.progress.stage("decode", f"keyframes {start + 1}-{start + latents.shape[0]} of {len(places)}"):
+                images = decode_latents(components.vae, latents, self.decode_batches)
+            yield latents, images
+
+
+class WalkOrder:
+    """The K keyframes, put in as they are rendered (in any order) and handed out in walk
+    order: a run of them once every keyframe before it is there."""
+
+    def __init__(self, count: int):
+        self.latents: list[torch.Tensor | None] = [None] * count
+        self.images: list[torch.Tensor | None] = [None] * count
+        self.handed_out = 0
+
+    def put(self, indices: Sequence[int], latents: torch.Tensor, images: torch.Tensor) -> None:
+        """Keyframes indices[i] are latents[i] (4, h, w) and images[i] (3, H, W)."""
+        for row, index in enumerate(indices):
+            self.latents[index], self.images[index] = latents[row], images[row]
+
+    def runs(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(first index, latents (B, 4, h, w), images (B, 3, H, W)) of the keyframes now
+        there from the first not yet handed out, if any."""
+        stop = self.handed_out
+        while stop < len(self.images) and self.images[stop] is not None:
+            stop += 1
+        if stop > self.handed_out:
+            start, self.handed_out = self.handed_out, stop
+            yield start, torch.stack(self.latents[start:stop]), torch.stack(self.images[start:stop])
+
+    def all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every keyframe's latents (K, 4, h, w) and images (K, 3, H, W), in walk order."""
+        return torch.stack(self.latents), torch.stack(self.images)
+
+
+def rendered(render: RenderKeyframes, places: Sequence[Place]) -> tuple[torch.Tensor, torch.Tensor]:
+    """All of render(places) at once: latents (K, 4, h, w), images (K, 3, H, W)."""
+    batches = list(render(places))
+    return torch.cat([latents for latents, _ in batches]), torch.cat([images for _, images in batches])
+
+
+def even_places(
+    plan: KeyframePlan, render: RenderKeyframes, progress: Progress
+) -> tuple[KeyframePlan, list[int], torch.Tensor, torch.Tensor]:
+    """Even pacing's first round: render the coarse plan's keyframes (every prompt's own
+    and some of the others, evenly: coarse_plan), then split each of its gaps into equal
+    parts, the K - 1 gaps (K with loop) shared out in proportion to how much the picture
+    changes over each coarse gap (share_out). Returns the plan with those places, the walk
+    indices of the keyframes rendered, and their latents and images."""
+    coarse = coarse_plan(plan)
+    latents, images = rendered(render, coarse.keyframe_times())
+    parts = share_out(picture_changes(images, plan.loop), plan.num_gaps)
+    placed = split_places(coarse, parts)
+    progress.log(
+        "pacing", f"even: {coarse.num_keyframes} keyframes evenly first, then "
+        f"{plan.num_keyframes - coarse.num_keyframes} more where the picture changes most",
+    )
+    done = [index for index, (_, own) in enumerate(placed) if own]
+    return dataclasses.replace(plan, places=tuple(place for place, _ in placed)), done, latents, images
+
+
+def even_gap_frames(plan: KeyframePlan, keyframe_images: torch.Tensor, progress: Progress) -> KeyframePlan:
+    """The plan with the same number of frames, shared out among its gaps in proportion to
+    how much the picture changes over each (share_out), at least one each."""
+    frames = share_out(picture_changes(keyframe_images, plan.loop), sum(plan.frames_per_gap()))
+    progress.log("pacing", f"even: {sum(frames)} frames shared out by change, {min(frames)} to {max(frames)} per gap")
+    return dataclasses.replace(plan, gap_frames=tuple(frames))
+
+
+def walk_keyframes(
     components: Components,
     settings: Settings,
     plan: KeyframePlan,
-    keyframes: Conditioning,
-    middle: Conditioning,
-    uncond: Conditioning,
+    render: RenderKeyframes,
     progress: Progress,
-    init_pixels: torch.Tensor | None = None,
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Shared start (from noise, or from init_pixels (1, 3, H, W) in [-1, 1] when the walk
-    has an init image), then keyframe batches. Yields (first index, latents (B, 4, h, w),
-    images (B, 3, H, W) in [0, 1]) per batch, each decoded and safety-checked (unless the
-    settings disable it), and tells `progress` of it first.
-
-    keyframes: the K keyframes' conditioning; middle: the walk's at position 0.5, for the
-    shared start; uncond: the negative prompt's, used at every step. Batch sizes come from
-    the memory components.memory says this process can use, when the stage starts.
-    """
-    scheduler = chosen_scheduler(settings.scheduler, components.scheduler)
-    progress.log("Sampler", f"{type(scheduler).__name__} ({settings.scheduler})")
-    generator = seed_generator(settings.seed)
-    noise = latent_noise(generator, settings.height, settings.width, components.device, components.dtype)
-    if init_pixels is None:
-        # One latent: nothing to halve, but a shared start that does not fit ends in one sentence.
-        _, (shared, scheduler, remaining) = stage_batches(components, progress, "shared start", 1).run(
-            0, 1, lambda start, stop: shared_denoise(
-                components.unet, scheduler, noise, settings.num_inference_steps,
-                settings.prompt_strength, middle, uncond, settings.guidance_scale, progress, generator,
-            ),
-        )
-    else:
-        shared, scheduler, remaining = image_start(
-            components.vae, scheduler, init_pixels, noise, settings.num_inference_steps,
-            settings.prompt_strength, progress, stage_batches(components, progress, "init_image", 1),
-        )
-    usable = components.memory.usable_bytes()
-    batch_size = keyframe_batch_size(
-        usable, settings.height, settings.width, uses_guidance(settings.guidance_scale), shared.element_size()
-    )
-    progress.log("keyframes", f"{plan.num_keyframes} keyframes, {batch_size} per batch")
-    batches = denoise_keyframes(
-        components.unet, scheduler, shared, remaining, keyframes, uncond, settings.guidance_scale,
-        stage_batches(components, progress, "keyframes", batch_size), progress, generator,
-    )
-    decode_size = decode_batch_size(usable, settings.height, settings.width, components.vae.dtype.itemsize)
-    decode_batches = stage_batches(components, progress, "decode", decode_size)
-    safety_batches = stage_batches(components, progress, "safety check", WHOLE)
+    output_dir: Path,
+) -> Generator[Path, None, tuple[KeyframePlan, torch.Tensor, torch.Tensor]]:
+    """Render every keyframe, in two rounds with even pacing (even_places); safety-check
+    them (unless the settings disable it) and report them to `progress` in walk order, as
+    soon as their place in it is final, and then yield their PNGs (with
+    intermediate_output). Returns the plan as walked (with even pacing: its places and
+    frames per gap) and the keyframes' latents (K, 4, h, w) and images (K, 3, H, W)."""
     safety_checker = None if settings.disable_safety_checker else components.safety_checker
     if safety_checker is None and components.safety_checker is not None:
         progress.log("safety check", "skipped, as disable_safety_checker asks")
-    for start, latents in batches:
-        with progress.stage("decode", f"keyframes {start + 1}-{start + latents.shape[0]} of {plan.num_keyframes}"):
-            images = decode_latents(components.vae, latents, decode_batches)
-        check_keyframes(
-            safety_checker, components.feature_extractor, images, start, plan.num_keyframes, safety_batches
-        )
-        progress.keyframes_decoded(start, latents, images, plan.num_keyframes)
-        yield start, latents, images
+    safety_batches = stage_batches(components, progress, "safety check", WHOLE)
+    keyframes = WalkOrder(plan.num_keyframes)
+    to_render = list(range(plan.num_keyframes))
+    if settings.pacing == "even":
+        plan, done, latents, images = even_places(plan, render, progress)
+        keyframes.put(done, latents, images)
+        to_render = sorted(set(to_render) - set(done))
+    elif settings.pacing != "linear":
+        raise ValueError(f"unknown pacing {settings.pacing!r}: the pacings are {', '.join(PACINGS)}")
+
+    def hand_out() -> Iterator[Path]:
+        """Check, report and write the keyframes whose place in the walk is now final."""
+        for start, run_latents, run_images in keyframes.runs():
+            check_keyframes(
+                safety_checker, components.feature_extractor, run_images, start, plan.num_keyframes, safety_batches
+            )
+            progress.keyframes_decoded(start, run_latents, run_images, plan.num_keyframes)
+            if settings.intermediate_output:
+                for offset, picture in enumerate(to_uint8(run_images)):
+                    yield write_png(picture, output_dir / f"keyframe-{start + offset:03d}.png")
+
+    yield from hand_out()  # even pacing: the first round's keyframes before the first new one
+    places = plan.keyframe_times()
+    rendered_so_far = 0
+    for latents, images in render([places[index] for index in to_render]):
+        keyframes.put(to_render[rendered_so_far : rendered_so_far + latents.shape[0]], latents, images)
+        rendered_so_far += latents.shape[0]
+        yield from hand_out()
+    keyframe_latents, keyframe_images = keyframes.all()
+    if settings.pacing == "even":
+        plan = even_gap_frames(plan, keyframe_images, progress)
+    return plan, keyframe_latents, keyframe_images
 
 
 def animation_frames(
     components: Components,
     settings: Settings,
+    plan: KeyframePlan,
     keyframe_latents: torch.Tensor,
     keyframe_images: torch.Tensor,
     progress: Progress,
 ) -> Iterator[torch.Tensor]:
-    """The F frames (3, H, W) in order, with FILM or with slerped latents, in batches sized
-    from the memory components.memory says this process can use now."""
-    steps = settings.num_interpolation_steps
+    """The F frames (3, H, W) in order, with FILM or with slerped latents, as many per gap as
+    the plan says, in batches sized from the memory components.memory says this process can
+    use now."""
+    gap_frames = plan.frames_per_gap()
     usable = components.memory.usable_bytes()
     if settings.film_interpolation:
         film_dtype = next(components.film.parameters()).dtype
-        size = film_batch_size(usable, settings.height, settings.width, steps, film_dtype.itemsize)
+        size = film_batch_size(usable, settings.height, settings.width, max(gap_frames), film_dtype.itemsize)
         batches = stage_batches(components, progress, "FILM", size)
-        return film_frames(components.film, keyframe_images, steps, progress, batches)
+        return film_frames(components.film, keyframe_images, gap_frames, progress, batches)
     size = decode_batch_size(usable, settings.height, settings.width, components.vae.dtype.itemsize)
     batches = stage_batches(components, progress, "in-betweens", size)
-    return latent_frames(components.vae, keyframe_latents, keyframe_images, steps, batches)
+    return latent_frames(components.vae, keyframe_latents, keyframe_images, gap_frames, batches)
 
 
 def host_frames(frames: Iterable[torch.Tensor], total: int, progress: Progress, method: str) -> Iterator[np.ndarray]:
     """The `total` frames as uint8 (H, W, 3) on the host. Making them is stage "inbetweens"
     of `progress`, reported after each frame; handing them on (to the encoder) is not.
+    `progress` sees each chunk of them (frames_made) before they are handed on.
 
     Frames are converted to uint8 on their device HOST_CHUNK at a time and copied to the
     host in one transfer per chunk: on CUDA each copy waits for the GPU, so one wait per
@@ -219,6 +361,7 @@ def host_frames(frames: Iterable[torch.Tensor], total: int, progress: Progress, 
                 progress.step("inbetweens", done + len(chunk), total, method)
             pictures = to_uint8(torch.stack(chunk))
         done += len(chunk)
+        progress.frames_made(pictures)
         yield from pictures
 
 
@@ -272,25 +415,27 @@ def animate(
     settings: Settings,
     output_dir: str | Path,
     progress: Progress | None = None,
+    render: RenderKeyframes | None = None,
     encode: bool = True,
 ) -> Iterator[Path]:
-    """Run the walk; yield keyframe-NNN.png files (with intermediate_output) as each batch of
-    keyframes is ready, then animation.gif / animation.mp4 last.
+    """Run the walk; yield keyframe-NNN.png files (with intermediate_output) as the
+    keyframes' places in the walk become final, then animation.gif / animation.mp4 last.
 
     `progress` hears of every stage, denoising step, frame and keyframe batch, and may raise
     from its `step` to stop the walk (see animate.progress); by default a new Progress logs
-    them on stdout. An audio file or init image that cannot be used raises InputError before
-    any model runs. With encode=False (the benchmark, on a GPU machine without ffmpeg) the
-    frames are made and copied to the host as usual, then dropped: no animation file, no
-    stage "encode".
+    them on stdout. `render` makes the keyframes at places on the walk; by default a
+    DiffusionRenderer (text, shared start, UNet and VAE). An audio file or init image that
+    cannot be used raises InputError before any model runs. With encode=False (the
+    benchmark, on a GPU machine without ffmpeg) the frames are made and copied to the host
+    as usual, then dropped: no animation file, no stage "encode".
     """
     progress = Progress() if progress is None else progress
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_for(settings)
+    walk = f"Walk over {len(settings.prompts)} prompts" + (" and back to the first" if plan.loop else "")
     progress.log(
-        f"Walk over {len(settings.prompts)} prompts",
-        f"{plan.num_keyframes} keyframes, {plan.num_frames} frames, {plan.num_output_frames} in the animation",
+        walk, f"{plan.num_keyframes} keyframes, {plan.num_frames} frames, {plan.num_output_frames} in the animation"
     )
 
     # Read first, so that a sound or picture that cannot be used fails the walk before any model runs.
@@ -300,27 +445,16 @@ def animate(
     init_pixels = None
     if settings.init_image is not None:
         init_pixels = load_init_image(settings.init_image, settings.width, settings.height)
+    if render is None:
+        render = DiffusionRenderer(components, settings, plan, progress, init_pixels)
 
-    with progress.stage("text"):
-        prompts, uncond = text_conditioning(components, settings, progress)
-        keyframes = keyframe_conditioning(plan, prompts)
-        middle = walk_conditioning(plan, prompts, 0.5)
-
-    latents, images = [], []
-    for start, batch_latents, batch_images in render_keyframes(
-        components, settings, plan, keyframes, middle, uncond, progress, init_pixels
-    ):
-        latents.append(batch_latents)
-        images.append(batch_images)
-        if settings.intermediate_output:
-            for offset, picture in enumerate(to_uint8(batch_images)):
-                yield write_png(picture, output_dir / f"keyframe-{start + offset:03d}.png")
-    keyframe_latents, keyframe_images = torch.cat(latents), torch.cat(images)
-    del latents, images  # the batches, now copied: at 1024x768, 50 keyframes are 470 MB in float32
+    plan, keyframe_latents, keyframe_images = yield from walk_keyframes(
+        components, settings, plan, render, progress, output_dir
+    )
 
     method = "FILM" if settings.film_interpolation else "latent slerp"
     frames = host_frames(
-        animation_frames(components, settings, keyframe_latents, keyframe_images, progress),
+        animation_frames(components, settings, plan, keyframe_latents, keyframe_images, progress),
         plan.num_frames, progress, method,
     )
     if not encode:

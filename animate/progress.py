@@ -13,8 +13,11 @@ call `callback_on_step_end` (see docs/behaviour.md, "Seeds, logs and progress"):
   every denoising step and every FILM call, and after every frame, and it may raise to
   stop the walk there: a cancel takes effect within one denoising step or one FILM call.
   The same numbers can come more than once (one frame may take several FILM calls).
-- `progress.keyframes_decoded(start, latents, images, total)`: once per keyframe batch,
-  decoded and safety-checked.
+- `progress.keyframes_decoded(start, latents, images, total)`: once per run of keyframes
+  whose place in the walk is final, decoded and safety-checked, in walk order (with linear
+  pacing, once per keyframe batch).
+- `progress.frames_made(pictures)`: each chunk of the animation's frames, in order, as
+  they go on to the encoder (before ping-pong); the tests and the benchmark measure them.
 
 The base class prints one line per event on stdout, `[   12.3s] <stage>: <detail>` or
 `[   12.3s] <stage> took 2.1 s`, with the seconds since it was made (the walk's start).
@@ -26,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 # The stages of the walk, in its order (and the benchmark table's).
@@ -125,6 +129,10 @@ class Progress:
             self.log(STAGE_WORDS[name], line)
 
     def keyframes_decoded(self, start: int, latents: torch.Tensor, images: torch.Tensor, total: int) -> None:
-        """Keyframes start .. start + B - 1 of `total` are decoded and safety-checked:
-        latents (B, 4, h, w), images (B, 3, H, W) in [0, 1]."""
+        """Keyframes start .. start + B - 1 of `total` (walk indices) are decoded and
+        safety-checked, and so is every keyframe before them: latents (B, 4, h, w), images
+        (B, 3, H, W) in [0, 1]."""
         self.log(STAGE_WORDS["keyframe_denoise"], f"{start + latents.shape[0]}/{total} done")
+
+    def frames_made(self, pictures: np.ndarray) -> None:
+        """The animation's next frames, uint8 (B, H, W, 3), are made; nothing is logged."""

@@ -5,13 +5,20 @@ python -m bench.inputs [--repeats N] [--threads N]
 Runs the tiny weights on the CPU through animate.animate (no server), one request per row:
 the defaults, then each extra input on its own (negative_prompt, init_image as a small photo
 and as a 40-megapixel one, each scheduler, disable_safety_checker, the MP4 without and with
-a 10 s and a 300 s sound track), all rows once per round. Prints a table of the median
-seconds per request, the process's peak resident memory (VmHWM, reset before each request),
-and how far that peak rose above the resident memory at the request's start. The
-40-megapixel picture is a noisy colour gradient JPEG (8000x5000, exactly the limit), the
-sound tracks are stereo 192 kbit/s MP3s of a beat at 120 bpm, all made before the timing.
+a 10 s and a 300 s sound track, loop, pacing=even), all rows once per round. Prints a table
+of the median seconds per request, the process's peak resident memory (VmHWM, reset before
+each request), how far that peak rose above the resident memory at the request's start,
+and the UNet samples (batch items of every UNet call). The 40-megapixel picture is a noisy
+colour gradient JPEG (8000x5000, exactly the limit), the sound tracks are stereo 192 kbit/s
+MP3s of a beat at 120 bpm, all made before the timing.
 
-A second table times what a sound track costs by itself, at each length: reading and
+A second table compares the pacings on the default request's keyframes and steps (two
+prompts, N = 10, S = 5, 50 steps; 128x128 to be quick, which changes no UNet count), with
+FILM, with latent in-betweens, and with latent in-betweens and loop. It adds how evenly
+the picture changes from frame to frame (animate.frames.pacing: the CV of the changes d,
+and the largest d over the median), and prints even's UNet samples over linear's.
+
+A third table times what a sound track costs by itself, at each length: reading and
 analysing it (animate.inputs.audio), the frames per gap it asks for, and an MP4 of that
 many frames (64x64, the picture not mattering here) with the sound: the part of an audio
 request whose memory could grow with the sound's length.
@@ -23,6 +30,7 @@ import io
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +39,15 @@ from PIL import Image
 
 from animate import animate, settings_from_inputs
 from animate.diffusion.schedulers import SCHEDULER_NAMES
+from animate.frames.pacing import ChangeMeter, Unevenness
 from animate.inputs.audio import MAX_AUDIO_SECONDS, audio_frame_count, read_audio
 from animate.inputs.init_image import MAX_INIT_IMAGE_PIXELS
 from animate.inputs.music_pace import audio_gap_frames
+from animate.inputs.settings import INPUT_DEFAULTS
 from animate.output.ffmpeg import Ffmpeg
 from animate.output.mp4 import encode_mp4
-from bench.measure import host_memory_kib, reset_peak_host_memory
+from animate.progress import Progress
+from bench.measure import UNetCounter, host_memory_kib, reset_peak_host_memory
 from bench.presets import tiny_components
 
 # A small request: 256x256, 10 steps, 3 keyframes, one in-between per gap, FILM, GIF.
@@ -57,6 +68,11 @@ SMALL_REQUEST = dict(
     seed=42,
     output_format="gif",
 )
+# The default request's walk, small: what the pacing table runs.
+PACING_REQUEST = {
+    **INPUT_DEFAULTS, "prompt_start": SMALL_REQUEST["prompt_start"], "prompt_end": SMALL_REQUEST["prompt_end"],
+    "width": 128, "height": 128, "seed": 42,
+}
 LARGE_PHOTO_SIZE = (8000, 5000)  # 40,000,000 pixels: the largest init_image accepted
 SMALL_PHOTO_SIZE = (1024, 768)
 SOUND_SECONDS = (10, MAX_AUDIO_SECONDS)  # a short clip, and the longest sound track accepted
@@ -111,21 +127,88 @@ def rows(photos: dict[str, Path], sounds: dict[int, Path]) -> list[tuple[str, di
         ("disable_safety_checker", {"disable_safety_checker": True}),
         ("output_format=mp4", {"output_format": "mp4"}),
         *[(f"audio {seconds} s MP3, mp4", {"output_format": "mp4", "audio": sound}) for seconds, sound in sounds.items()],
+        ("loop", {"loop": True}),
+        ("pacing=even", {"pacing": "even"}),
     ]
 
 
-def run_once(components, inputs: dict, output_dir: Path) -> tuple[float, float, float]:
-    """(seconds, peak RSS MiB, peak above the RSS at the start MiB) of one request."""
+def pacing_rows() -> list[tuple[str, dict]]:
+    """(row name, the inputs it adds to PACING_REQUEST): each pacing with FILM, with latent
+    in-betweens, and with latent in-betweens and loop."""
+    ways = [("FILM", {}), ("latent", {"film_interpolation": False}), ("latent, loop", {"film_interpolation": False, "loop": True})]
+    return [
+        (f"{name}, pacing={pacing}", {**inputs, "pacing": pacing})
+        for name, inputs in ways
+        for pacing in ("linear", "even")
+    ]
+
+
+class FrameChanges(Progress):
+    """The walk's progress, not printed; measures the change between the animation's frames."""
+
+    def __init__(self):
+        super().__init__()
+        self.meter = ChangeMeter()
+
+    def print_line(self, text: str) -> None:
+        pass
+
+    def frames_made(self, pictures: np.ndarray) -> None:
+        self.meter.add(pictures)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One request, measured: seconds, peak RSS and the peak above the RSS at its start
+    (MiB), UNet samples, and how evenly its frames change."""
+
+    seconds: float
+    peak_mib: float
+    above_start_mib: float
+    unet_samples: int
+    unevenness: Unevenness
+
+
+def run_once(components, inputs: dict, output_dir: Path) -> Run:
+    """One request (all of its inputs), measured."""
+    progress = FrameChanges()
     reset_peak_host_memory()
     start_rss = host_memory_kib("VmRSS") / 1024
-    with contextlib.redirect_stdout(io.StringIO()):  # the walk's progress log
-        settings = settings_from_inputs(**{**SMALL_REQUEST, **inputs})
+    with contextlib.redirect_stdout(io.StringIO()), UNetCounter().counting(components.unet) as unet:
+        settings = settings_from_inputs(**inputs)  # it prints the seed
         started = time.perf_counter()
-        for _ in animate(components, settings, output_dir):
+        for _ in animate(components, settings, output_dir, progress=progress):
             pass
         seconds = time.perf_counter() - started
     peak = host_memory_kib("VmHWM") / 1024
-    return seconds, peak, peak - start_rss
+    return Run(seconds, peak, peak - start_rss, unet.samples, Unevenness.of(progress.meter.changes))
+
+
+def print_table(title: str, runs: dict[str, list[Run]], with_changes: bool) -> None:
+    """One row per request: the median seconds, the largest peaks, its UNet samples and
+    (with_changes) how evenly its frames change."""
+    changes = " CV | largest jump |" if with_changes else ""
+    print(f"| {title} | seconds | peak RSS | above start | UNet samples |{changes}")
+    print("| --- | --- | --- | --- | --- |" + " --- | --- |" * with_changes)
+    for name, measured in runs.items():
+        seconds = statistics.median(run.seconds for run in measured)
+        peak = max(run.peak_mib for run in measured)
+        above = max(run.above_start_mib for run in measured)
+        last = measured[-1]  # the same seed each round: the same frames and UNet samples
+        unevenness = last.unevenness
+        changes = f" {unevenness.cv:.3f} | {unevenness.largest_jump:.2f} |" if with_changes else ""
+        print(f"| {name} | {seconds:.2f} | {peak:,.0f} MiB | {above:+,.0f} MiB | {last.unet_samples:,} |{changes}")
+
+
+def run_rows(components, table: list[tuple[str, dict]], base: dict, repeats: int, output_dir: Path) -> dict[str, list[Run]]:
+    """Every row of `table` (inputs added to `base`) `repeats` times, round-robin: every row
+    once per round, so a change in the machine's load (other work on the same cores)
+    spreads over all rows instead of landing on one."""
+    runs = {name: [] for name, _ in table}
+    for _ in range(repeats):
+        for name, inputs in table:
+            runs[name].append(run_once(components, {**base, **inputs}, output_dir))
+    return runs
 
 
 def sound_alone_once(sound: Path, output_dir: Path) -> tuple[float, float, float]:
@@ -145,8 +228,8 @@ def sound_alone_once(sound: Path, output_dir: Path) -> tuple[float, float, float
     return seconds, peak, peak - start_rss
 
 
-def print_table(title: str, runs: dict[str, list[tuple[float, float, float]]]) -> None:
-    """One row per name: the median seconds, the largest peak, the largest rise above start."""
+def print_sound_table(title: str, runs: dict[str, list[tuple[float, float, float]]]) -> None:
+    """One row per sound track: the median seconds, the largest peak, the largest rise above start."""
     print(f"| {title} | seconds | peak RSS | above start |")
     print("| --- | --- | --- | --- |")
     for name, measured in runs.items():
@@ -172,21 +255,23 @@ def main(argv: list[str] | None = None) -> None:
         print(f"40 MP photo: {photos['large'].stat().st_size / 2**20:.1f} MiB JPEG; "
               f"{torch.get_num_threads()} torch threads; median of {arguments.repeats} runs", flush=True)
         # One untimed run first, so the first row does not pay for first-use allocations.
-        run_once(components, {}, directory / "out")
-        # Round-robin: every row once per round, so a change in the machine's load (other
-        # work on the same cores) spreads over all rows instead of landing on one.
-        table = rows(photos, sounds)
-        runs = {name: [] for name, _ in table}
+        run_once(components, SMALL_REQUEST, directory / "out")
+        runs = run_rows(components, rows(photos, sounds), SMALL_REQUEST, arguments.repeats, directory / "out")
         alone = {f"{seconds} s MP3 ({audio_frame_count(seconds, SMALL_REQUEST['gif_frames_per_second'])} frames)": []
                  for seconds in sounds}
         for _ in range(arguments.repeats):
-            for name, inputs in table:
-                runs[name].append(run_once(components, inputs, directory / "out"))
             for (name, measured), sound in zip(alone.items(), sounds.values()):
                 measured.append(sound_alone_once(sound, directory))
-        print_table("request (256x256, 10 steps, 3 keyframes, S=2, FILM, GIF unless mp4)", runs)
+        # Tiny FILM's in-betweens are far from both keyframes (random weights), so how evenly
+        # these frames change says nothing: see the pacing table's latent rows.
+        print_table("request (256x256, 10 steps, 3 keyframes, S=2, FILM, GIF unless mp4)", runs, with_changes=False)
         print()
-        print_table("sound track alone: read, analyse, pace, MP4 of its frames at 64x64", alone)
+        pacing = run_rows(components, pacing_rows(), PACING_REQUEST, arguments.repeats, directory / "out")
+        print_table("default request's walk (128x128, 50 steps, 10 keyframes, S=5, GIF)", pacing, with_changes=True)
+        linear, even = pacing["FILM, pacing=linear"][-1].unet_samples, pacing["FILM, pacing=even"][-1].unet_samples
+        print(f"\nUNet samples of the default request's walk: even {even:,} / linear {linear:,} = {even / linear:.3f}")
+        print()
+        print_sound_table("sound track alone: read, analyse, pace, MP4 of its frames at 64x64", alone)
 
 if __name__ == "__main__":
     main()

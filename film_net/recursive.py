@@ -1,14 +1,15 @@
 """In-between frames by recursive FILM midpoints (docs/behaviour.md, "In-between frames").
 
 FILM was trained for the midpoint only, so more frames come from bisection: the midpoint
-of a gap, then the midpoints of both halves, and so on to depth d = ceil(log2 S). That
-gives frames at the times m / 2^d; a frame at time j / S is the FILM frame itself when
-j / S is one of those times (always, when S is a power of two), and otherwise the two
-FILM frames around it blended linearly in time.
+of a gap, then the midpoints of both halves, and so on to depth d = ceil(log2 S) for a gap
+of S frames. That gives frames at the times m / 2^d; a frame at time j / S is the FILM
+frame itself when j / S is one of those times (always, when S is a power of two), and
+otherwise the two FILM frames around it blended linearly in time. Each gap may have its
+own S, and is bisected to its own depth.
 """
 
 import collections
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -25,15 +26,17 @@ def bisection_depth(steps: int) -> int:
 def interpolate(
     model: MidpointModel,
     keyframes: torch.Tensor,
-    steps: int,
+    steps: int | Sequence[int],
     max_batch: int = DEFAULT_MAX_BATCH,
     before_call: Callable[[int], None] | None = None,
     on_out_of_memory: Callable[[int], int] | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yields the (K - 1) * steps + 1 frames (3, H, W) of the animation through `keyframes`.
+    """Yields the frames (3, H, W) of the animation through `keyframes`: S_g per gap g,
+    then the last keyframe ((K - 1) * steps + 1 frames when every gap has `steps`).
 
-    keyframes: (K, 3, H, W), values in [0, 1], on the model's device. For each gap, the
-    left keyframe then the steps - 1 in-betweens at times j / steps; finally the last
+    keyframes: (K, 3, H, W), values in [0, 1], on the model's device. steps: the frames
+    S_g of every gap, one number for all or one per gap (K - 1 of them). For each gap, the
+    left keyframe then the S_g - 1 in-betweens at times j / S_g; finally the last
     keyframe. Keyframes are yielded as they are; in-betweens have the keyframes' dtype,
     are clipped to [0, 1] (also before being bisected again) and are inference tensors.
 
@@ -50,20 +53,29 @@ def interpolate(
     call's pairs are then bisected again in smaller calls, with the same frames as a result.
     Without it the error propagates.
     """
-    check_arguments(keyframes, steps, max_batch)
-    depth = bisection_depth(steps)
-    film_frames = bisected_frames(model, keyframes, depth, max_batch, before_call, on_out_of_memory)
-    yield from frames_at_steps(film_frames, 1 << depth, steps)
+    gap_steps = steps_per_gap(keyframes, steps, max_batch)
+    depths = [bisection_depth(count) for count in gap_steps]
+    film_frames = bisected_frames(model, keyframes, depths, max_batch, before_call, on_out_of_memory)
+    yield from frames_at_steps(film_frames, depths, gap_steps)
 
 
-def check_arguments(keyframes: torch.Tensor, steps: int, max_batch: int) -> None:
-    """Raises ValueError, in one sentence, for arguments interpolate cannot use."""
+def steps_per_gap(keyframes: torch.Tensor, steps: int | Sequence[int], max_batch: int) -> list[int]:
+    """The frames of each of the K - 1 gaps; ValueError, in one sentence, for arguments
+    interpolate cannot use."""
     if keyframes.dim() != 4 or keyframes.shape[0] < 1 or keyframes.shape[1] != 3:
         raise ValueError(f"interpolate needs keyframes of shape (K, 3, H, W) with K >= 1, got {tuple(keyframes.shape)}.")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"interpolate needs an integer number of steps of at least 1, got {steps!r}.")
+    gaps = keyframes.shape[0] - 1
+    per_gap = isinstance(steps, Sequence)
+    counts = list(steps) if per_gap else [steps]
+    if (per_gap and len(counts) != gaps) or not all(
+        isinstance(count, int) and not isinstance(count, bool) and count >= 1 for count in counts
+    ):
+        raise ValueError(
+            f"interpolate needs an integer number of steps of at least 1, for all {gaps} gaps or one per gap, got {steps!r}."
+        )
     if max_batch < 1:
         raise ValueError(f"interpolate needs max_batch of at least 1, got {max_batch}.")
+    return counts if per_gap else counts * gaps
 
 
 class CallablePairs:
@@ -93,36 +105,39 @@ def pair_model(model: MidpointModel):
 def bisected_frames(
     model: MidpointModel,
     keyframes: torch.Tensor,
-    depth: int,
+    depths: Sequence[int],
     max_batch: int,
     before_call: Callable[[int], None] | None = None,
     on_out_of_memory: Callable[[int], int] | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yields, in time order, the FILM frames (3, H, W) of every gap at the times m / 2^depth,
-    m = 0 .. 2^depth, the gap's end keyframe counted once: G * 2^depth + 1 frames for the G
-    gaps between `keyframes` (G + 1, 3, H, W). Midpoints are clipped to [0, 1].
+    """Yields, in time order, the FILM frames (3, H, W) of every gap g at the times
+    m / 2^depths[g], m = 0 .. 2^depths[g], the gap's end keyframe counted once: the sum of
+    the 2^depths[g], plus 1, frames for the gaps between `keyframes` (G + 1, 3, H, W).
+    Midpoints are clipped to [0, 1].
 
-    Time runs in units of 1 / 2^depth of a gap, so keyframe k is at k * 2^depth. The work
+    Time runs in units of 1 / 2^D of a gap, D the largest depth, so keyframe k is at
+    k * 2^D, and gap g is bisected down to intervals of 2^(D - depths[g]) units. The work
     is a list of intervals still to bisect, in time order; each model call takes the
     earliest `max_batch` of them (from one gap or several), and each interval longer than
-    two units gives its two halves back to the front of the list. So frames become final
-    from the left, are yielded and dropped at once, and only the frames and pyramids
-    around the front of the list are held: at most (depth + 2) * max_batch + 1 frames' pyramids.
+    two of its gap's smallest intervals gives its two halves back to the front of the list.
+    So frames become final from the left, are yielded and dropped at once, and only the
+    frames and pyramids around the front of the list are held: at most
+    (D + 2) * max_batch + 1 frames' pyramids.
     before_call and on_out_of_memory are interpolate's: a call that runs out of memory
     changes nothing (its intervals go back to the front of the list, and the extractions
     it finished stay valid), so it is done again with the smaller max_batch.
     """
-    if depth == 0 or keyframes.shape[0] == 1:  # nothing to bisect
-        yield from keyframes
-        return
     pairs_model = pair_model(model)
     size = tuple(keyframes.shape[-2:])
-    span = 1 << depth
-    last_time = (keyframes.shape[0] - 1) * span
+    span = 1 << max(depths, default=0)
+    smallest = [span >> depth for depth in depths]  # each gap's smallest interval, in units
+    last_time = len(depths) * span
     frames = {gap * span: keyframe for gap, keyframe in enumerate(keyframes)}  # time -> (3, H, W)
     extracted: dict[int, list[torch.Tensor]] = {}  # time -> what `extract` gave for that frame
-    pending = collections.deque((gap * span, (gap + 1) * span) for gap in range(keyframes.shape[0] - 1))
-    next_time = 0  # the earliest frame not yielded yet
+    pending = collections.deque(
+        (gap * span, (gap + 1) * span) for gap, depth in enumerate(depths) if depth > 0
+    )
+    next_time = 0  # no frame before this time is still to be yielded
     while pending:
         batch = [pending.popleft() for _ in range(min(max_batch, len(pending)))]
         try:
@@ -144,19 +159,21 @@ def bisected_frames(
         for (left, right), midpoint in zip(batch, midpoints):
             middle = (left + right) // 2
             frames[middle] = midpoint
-            if right - left > 2:  # its halves are bisected again
+            if right - left > 2 * smallest[left // span]:  # its halves are bisected again
                 halves += [(left, middle), (middle, right)]
         pending.extendleft(reversed(halves))
         del midpoints, midpoint  # the frames dictionary holds what is still needed
         # Every frame up to the start of the earliest pending interval is final; the one
         # at that start is still needed, those before it are not.
         final_time = pending[0][0] if pending else last_time
-        while next_time <= final_time:
-            yield frames[next_time]
-            next_time += 1
+        for time in sorted(time for time in frames if next_time <= time <= final_time):
+            yield frames[time]
+        next_time = final_time + 1
         for held in (frames, extracted):
             for time in [time for time in held if time < final_time]:
                 del held[time]
+    for time in sorted(time for time in frames if time >= next_time):  # gaps with nothing to bisect
+        yield frames[time]
 
 
 def extract_missing(pairs_model, frames: dict, extracted: dict, intervals: list, max_batch: int) -> None:
@@ -182,21 +199,24 @@ def midpoint_batch(pairs_model, pairs: list, size: tuple[int, int], dtype: torch
 
 
 @torch.inference_mode()
-def frames_at_steps(film_frames: Iterable[torch.Tensor], intervals: int, steps: int) -> Iterator[torch.Tensor]:
-    """The frames at times n / steps (in gaps) from FILM frames at times m / intervals, given
-    in time order (intervals = 2^d >= steps): the FILM frame itself when n / steps is one of
-    those times, otherwise the two around it blended linearly in time."""
-    previous = None
-    output = 0  # the next frame to give, at time output / steps
-    for time, frame in enumerate(film_frames):
-        while True:
+def frames_at_steps(
+    film_frames: Iterable[torch.Tensor], depths: Sequence[int], steps: Sequence[int]
+) -> Iterator[torch.Tensor]:
+    """The frames at times j / steps[g] of each gap g, then the last keyframe, from the FILM
+    frames at times m / 2^depths[g] of each gap, given in time order (2^depths[g] >=
+    steps[g]): the FILM frame itself when j / steps[g] is one of those times, otherwise the
+    two around it blended linearly in time."""
+    frames = iter(film_frames)
+    frame = next(frames)  # the gap's left keyframe, at its time 0
+    for depth, gap_steps in zip(depths, steps):
+        intervals = 1 << depth
+        previous, time = None, 0  # `frame` is the FILM frame at time / intervals of the gap
+        for j in range(gap_steps):
             # Kept as a fraction to stay exact: lower + remainder / steps, in FILM frames.
-            lower, remainder = divmod(output * intervals, steps)
-            if lower == time and remainder == 0:
-                yield frame
-            elif lower == time - 1 and remainder > 0:
-                yield torch.lerp(previous, frame, remainder / steps)
-            else:
-                break
-            output += 1
-        previous = frame
+            lower, remainder = divmod(j * intervals, gap_steps)
+            while time < lower + (remainder > 0):
+                previous, frame, time = frame, next(frames), time + 1
+            yield frame if remainder == 0 else torch.lerp(previous, frame, remainder / gap_steps)
+        while time < intervals:  # on to the next keyframe
+            frame, time = next(frames), time + 1
+    yield frame

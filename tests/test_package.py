@@ -82,7 +82,7 @@ def test_predict_reference_resolves_to_a_predictor():
     assert (REPO_ROOT / file_name).is_file()
     info = _inspector.create_predictor(Path(file_name).stem, class_name)
     assert issubclass(getattr(sys.modules[Path(file_name).stem], class_name), BasePredictor)
-    assert len(info.inputs) == 21  # the hosted model's 15, then this package's 6
+    assert len(info.inputs) == 23  # the hosted model's 15, then this package's 8
 
 
 def test_runtime_requirements_are_exact_pins_of_the_stack():

@@ -18,6 +18,7 @@ import pytest
 
 from animate.diffusion.schedulers import SCHEDULER_NAMES
 from animate.inputs.settings import INPUT_DEFAULTS, MAX_SEED
+from animate.pipeline import PACINGS
 from tests.conftest import REPO_ROOT
 from tests.test_schema import (
     ALLOWED_ADDITIONS,
@@ -156,6 +157,10 @@ def test_cog_build_reads_the_extra_inputs_after_the_contract():
 
 def test_scheduler_choices_are_the_samplers_the_walk_knows():
     assert static_inputs(PREDICT_PY.read_text())["scheduler"]["enum"] == list(SCHEDULER_NAMES)
+
+
+def test_pacing_choices_are_the_pacings_the_walk_knows():
+    assert static_inputs(PREDICT_PY.read_text())["pacing"]["enum"] == list(PACINGS)
 
 
 def test_predict_py_literals_are_the_project_defaults():

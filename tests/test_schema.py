@@ -49,6 +49,8 @@ EXTRA_INPUTS = {
     # A file, like init_image: a sound track the server fetches.
     "audio": {"type": "string", "format": "uri", "default": None, "nullable": True},
     "audio_pace_strength": {"type": "number", "default": 0.5, "minimum": 0, "maximum": 1},
+    "loop": {"type": "boolean", "default": False},
+    "pacing": {"type": "string", "default": "linear", "enum": ["linear", "even"]},
 }
 
 # Keys that only describe presentation or how the schema is assembled.

@@ -32,6 +32,8 @@ INPUT_DEFAULTS = {
     "disable_safety_checker": False,
     "audio": None,
     "audio_pace_strength": 0.5,
+    "loop": False,
+    "pacing": "linear",
 }
 
 
@@ -62,6 +64,8 @@ class Settings:
     disable_safety_checker: bool = INPUT_DEFAULTS["disable_safety_checker"]
     audio: Path | None = INPUT_DEFAULTS["audio"]
     audio_pace_strength: float = INPUT_DEFAULTS["audio_pace_strength"]
+    loop: bool = INPUT_DEFAULTS["loop"]
+    pacing: str = INPUT_DEFAULTS["pacing"]
 
 
 def draw_seed() -> int:
@@ -91,6 +95,8 @@ def settings_from_inputs(
     disable_safety_checker: bool = INPUT_DEFAULTS["disable_safety_checker"],
     audio: str | Path | None = INPUT_DEFAULTS["audio"],
     audio_pace_strength: float = INPUT_DEFAULTS["audio_pace_strength"],
+    loop: bool = INPUT_DEFAULTS["loop"],
+    pacing: str = INPUT_DEFAULTS["pacing"],
 ) -> Settings:
     """Validate what the server schema cannot (prompt content, seed range, inputs that
     cannot go together) and fix the seed.
@@ -102,6 +108,11 @@ def settings_from_inputs(
     check_length("negative_prompt", negative_prompt)
     if audio is not None:
         check_audio_output(output_format, gif_ping_pong)
+    if loop and gif_ping_pong:
+        raise InputError(
+            "loop and gif_ping_pong cannot both be true: a loop already ends where it starts, "
+            "so set one of them to false."
+        )
     if seed is None:
         seed = draw_seed()
     elif not 0 <= seed <= MAX_SEED:
@@ -130,6 +141,8 @@ def settings_from_inputs(
         disable_safety_checker=bool(disable_safety_checker),
         audio=None if audio is None else Path(audio),
         audio_pace_strength=float(audio_pace_strength),
+        loop=bool(loop),
+        pacing=str(pacing),
     )
 
 

@@ -82,9 +82,9 @@ def test_a_batch_that_does_not_fit_is_halved_and_the_walk_gives_the_same_animati
 def test_film_frames_after_a_split_are_the_frames_of_the_whole_batch(components):
     """FILM's float frames (the walk's GIF rounds them): what the batch of 4 would have given."""
     images = torch.rand(5, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    whole = list(film_frames(components.film, images, 4, Progress(), StageBatches("FILM", 4)))
+    whole = list(film_frames(components.film, images, [4] * 4, Progress(), StageBatches("FILM", 4)))
     memory = FakeMemory(limits={"FILM": 2})
-    split = list(film_frames(components.film, images, 4, Progress(), StageBatches("FILM", 4, memory)))
+    split = list(film_frames(components.film, images, [4] * 4, Progress(), StageBatches("FILM", 4, memory)))
     assert memory.sizes("FILM") == [4, 2, 2, 2, 2, 2, 2]
     torch.testing.assert_close(torch.stack(split), torch.stack(whole), **TOLERANCE)
 

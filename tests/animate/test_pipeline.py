@@ -116,7 +116,7 @@ def test_without_encoding_the_frames_are_made_and_no_animation_is_written(compon
 def test_first_and_last_keyframes_are_the_end_prompts_exactly(components):
     plan = KeyframePlan(3, 4, 1)
     embeddings, _ = encode_prompts(components.tokenizer, components.text_encoder, ["a", "b", "c"])
-    per_keyframe = keyframe_embeddings(plan, embeddings)
+    per_keyframe = keyframe_embeddings(plan.keyframe_times(), embeddings)
     assert per_keyframe.shape[0] == plan.num_keyframes == 7
     assert torch.equal(per_keyframe[0], embeddings[0])
     assert torch.equal(per_keyframe[3], embeddings[1])  # shared end of the two segments

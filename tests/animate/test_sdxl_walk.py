@@ -28,9 +28,9 @@ from animate.diffusion.vae import decode_latents, encode_image
 from animate.memory import StageBatches
 from animate.inputs.init_image import load_init_image
 from animate.pipeline import (
+    DiffusionRenderer,
     keyframe_conditioning,
     plan_for,
-    render_keyframes,
     text_conditioning,
     walk_conditioning,
 )
@@ -85,11 +85,8 @@ def walk_latents(components, walk):
     plan = plan_for(walk)
     prompts, uncond = text_conditioning(components, walk)
     init_pixels = None if walk.init_image is None else load_init_image(walk.init_image, walk.width, walk.height)
-    batches = render_keyframes(
-        components, walk, plan, keyframe_conditioning(plan, prompts), walk_conditioning(plan, prompts, 0.5),
-        uncond, Progress(), init_pixels,
-    )
-    return torch.cat([latents for _, latents, _ in batches]), prompts, uncond
+    render = DiffusionRenderer(components, walk, plan, Progress(), init_pixels)
+    return torch.cat([latents for latents, _ in render(plan.keyframe_times())]), prompts, uncond
 
 
 def sdxl_pipeline(pipeline_class, components, scheduler):
@@ -183,7 +180,7 @@ def test_sdxl_keyframes_slerp_both_embeddings_and_share_the_size_conditioning(sd
     walk = settings(("a cat", "a dog", "a bird"), 0.5, frames=3)  # 5 keyframes, 2 segments
     plan = plan_for(walk)
     prompts, uncond = text_conditioning(sdxl, walk)
-    keyframes = keyframe_conditioning(plan, prompts)
+    keyframes = keyframe_conditioning(plan.keyframe_times(), prompts)
     middle = walk_conditioning(plan, prompts, 0.5)
 
     assert len(keyframes) == 5 and keyframes.pooled.shape == (5, sdxl.text_encoder_2.config.projection_dim)

@@ -229,3 +229,45 @@ def test_a_single_keyframe_is_the_whole_animation():
     keyframes = torch.rand(1, 3, 4, 6)
     frames = list(film_net.interpolate(RecordingModel(), keyframes, 5))
     assert len(frames) == 1 and torch.equal(frames[0], keyframes[0])
+
+
+# A frame count per gap (even pacing, audio): each gap bisected to its own depth.
+
+
+@pytest.mark.parametrize("steps", [[3, 1, 8, 5], [1, 1, 1, 1], [2, 16, 1, 7]])
+def test_each_gap_has_its_own_frames_at_its_own_times(steps):
+    model = RecordingModel(lambda x0, x1: (x0 + x1) / 2)  # the FILM frame at time t is t (0 -> 1)
+    values = [0.0, 1.0, 0.0, 1.0, 0.0]
+    frames = list(film_net.interpolate(model, constant_keyframes(values), steps))
+    times = [
+        values[gap] + (values[gap + 1] - values[gap]) * j / count
+        for gap, count in enumerate(steps) for j in range(count)
+    ] + [values[-1]]
+    for frame, time in zip(frames, times, strict=True):
+        torch.testing.assert_close(frame, torch.full_like(frame, time), rtol=0, atol=1e-6)
+    # Bisection depth ceil(log2 S_g) per gap: 2^d - 1 midpoints each, none for S_g = 1.
+    assert sum(model.batch_sizes) == sum(2 ** bisection_depth(count) - 1 for count in steps)
+
+
+@pytest.mark.parametrize("steps", [3, 4, 5])
+def test_one_count_for_every_gap_is_the_same_as_one_per_gap(steps):
+    torch.manual_seed(0)
+    model = film_net.FilmNet(film_net.TINY_OPTIONS).eval()
+    keyframes = torch.rand(4, 3, 64, 64)
+    together = list(film_net.interpolate(model, keyframes, steps, max_batch=2))
+    per_gap = list(film_net.interpolate(model, keyframes, [steps] * 3, max_batch=2))
+    assert all(torch.equal(a, b) for a, b in zip(together, per_gap, strict=True))
+
+
+def test_gaps_of_different_depths_still_stream_from_the_left():
+    model = RecordingModel()
+    frames = film_net.interpolate(model, torch.rand(4, 3, 4, 6), [2, 8, 1], max_batch=1)
+    assert len(list(itertools.islice(frames, 2))) == 2
+    assert sum(model.batch_sizes) == 1  # the first gap's one midpoint, nothing of the second yet
+    assert len(list(frames)) == 2 + 8 + 1 + 1 - 2
+
+
+@pytest.mark.parametrize("steps", [[2, 3], [2, 3, 4, 5], [2, 0, 3], [2, 2.0, 3], [True, 2, 3]])
+def test_a_count_per_gap_needs_one_whole_positive_number_per_gap(steps):
+    with pytest.raises(ValueError, match="one per gap"):
+        next(film_net.interpolate(RecordingModel(), torch.rand(4, 3, 4, 4), steps))

@@ -31,7 +31,7 @@ from animate.diffusion.schedulers import SCHEDULER_NAMES
 from animate.diffusion.vae import decode_latents, encode_image
 from animate.inputs.init_image import load_init_image
 from animate.inputs.settings import settings_from_inputs
-from animate.pipeline import keyframe_embeddings, render_keyframes, walk_embedding
+from animate.pipeline import DiffusionRenderer, keyframe_embeddings, walk_embedding
 from animate.progress import Progress
 from animate.text.clip import encode_prompts
 from animate.text.conditioning import Conditioning
@@ -72,11 +72,8 @@ def walk_latents(components, walk_settings):
     init_pixels = None
     if walk_settings.init_image is not None:
         init_pixels = load_init_image(walk_settings.init_image, walk_settings.width, walk_settings.height)
-    batches = render_keyframes(
-        components, walk_settings, plan, Conditioning(keyframe_embeddings(plan, embeddings)),
-        Conditioning(walk_embedding(plan, embeddings, 0.5)), Conditioning(uncond), Progress(), init_pixels,
-    )
-    return torch.cat([latents for _, latents, _ in batches]), embeddings, uncond
+    render = DiffusionRenderer(components, walk_settings, plan, Progress(), init_pixels)
+    return torch.cat([latents for latents, _ in render(plan.keyframe_times())]), embeddings, uncond
 
 
 # What the `scheduler` choices are in diffusers (Replicate's names), written out here so
@@ -350,7 +347,7 @@ def test_batched_keyframes_equal_keyframes_one_at_a_time(components, prompt_stre
         Conditioning(walk_embedding(plan, embeddings, 0.5)), uncond, GUIDANCE, Progress(),
     )
     assert len(scheduler.timesteps) - len(remaining) == shared_step_count(STEPS, prompt_strength)
-    per_keyframe = Conditioning(keyframe_embeddings(plan, embeddings))
+    per_keyframe = Conditioning(keyframe_embeddings(plan.keyframe_times(), embeddings))
 
     def run(batch_size):
         batches = denoise_keyframes(
@@ -384,7 +381,7 @@ def test_first_keyframe_step_runs_the_unconditional_half_once(components):
         components.unet, components.scheduler, noise, STEPS, 0.5, Conditioning(walk_embedding(plan, embeddings, 0.5)),
         uncond, GUIDANCE, Progress(),
     )
-    per_keyframe = Conditioning(keyframe_embeddings(plan, embeddings))
+    per_keyframe = Conditioning(keyframe_embeddings(plan.keyframe_times(), embeddings))
     samples = []
     hook = components.unet.register_forward_pre_hook(lambda module, args: samples.append(args[0].shape[0]))
     try:
@@ -464,7 +461,7 @@ def test_each_denoising_step_is_reported_before_it_runs_and_the_last_reads_t_of_
             Conditioning(walk_embedding(plan, embeddings, 0.5)), uncond, GUIDANCE, progress,
         )
         batches = list(denoise_keyframes(
-            components.unet, scheduler, shared, remaining, Conditioning(keyframe_embeddings(plan, embeddings)),
+            components.unet, scheduler, shared, remaining, Conditioning(keyframe_embeddings(plan.keyframe_times(), embeddings)),
             uncond, GUIDANCE, StageBatches("keyframes", 2), progress,
         ))
     finally:
