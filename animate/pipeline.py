@@ -269,6 +269,14 @@ def even_gap_frames(plan: KeyframePlan, keyframe_images: torch.Tensor, progress:
     return dataclasses.replace(plan, gap_frames=tuple(frames))
 
 
+def paces_evenly(settings: Settings) -> bool:
+    """Whether keyframes and frames follow the picture's change (pacing=even); never with
+    audio, whose music sets the frames (paced_by_the_music)."""
+    if settings.pacing not in PACINGS:
+        raise ValueError(f"unknown pacing {settings.pacing!r}: the pacings are {', '.join(PACINGS)}")
+    return settings.pacing == "even" and settings.audio is None
+
+
 def walk_keyframes(
     components: Components,
     settings: Settings,
@@ -288,12 +296,11 @@ def walk_keyframes(
     safety_batches = stage_batches(components, progress, "safety check", WHOLE)
     keyframes = WalkOrder(plan.num_keyframes)
     to_render = list(range(plan.num_keyframes))
-    if settings.pacing == "even":
+    even = paces_evenly(settings)
+    if even:
         plan, done, latents, images = even_places(plan, render, progress)
         keyframes.put(done, latents, images)
         to_render = sorted(set(to_render) - set(done))
-    elif settings.pacing != "linear":
-        raise ValueError(f"unknown pacing {settings.pacing!r}: the pacings are {', '.join(PACINGS)}")
 
     def hand_out() -> Iterator[Path]:
         """Check, report and write the keyframes whose place in the walk is now final."""
@@ -314,7 +321,7 @@ def walk_keyframes(
         rendered_so_far += latents.shape[0]
         yield from hand_out()
     keyframe_latents, keyframe_images = keyframes.all()
-    if settings.pacing == "even":
+    if even:
         plan = even_gap_frames(plan, keyframe_images, progress)
     return plan, keyframe_latents, keyframe_images
 
@@ -365,24 +372,30 @@ def host_frames(frames: Iterable[torch.Tensor], total: int, progress: Progress, 
         yield from pictures
 
 
-def music_gap_frames(settings: Settings, num_keyframes: int, progress: Progress) -> list[int] | None:
-    """The frame count of each gap between neighbouring keyframes, as the request's sound
-    track paces them (docs/behaviour.md, "Audio"); None without audio.
+def paced_by_the_music(settings: Settings, plan: KeyframePlan, progress: Progress) -> KeyframePlan:
+    """The plan with each gap's frame count as the request's sound track paces them
+    (docs/behaviour.md, "Audio"); the plan as it is without audio.
 
     Decodes and analyses the sound first, so a file that cannot be used, or one too short
-    for num_keyframes, raises InputError before any model runs.
+    for the plan's keyframes, raises InputError before any model runs. With audio the
+    music sets the frames, so num_interpolation_steps and pacing are not used (logged).
     """
     if settings.audio is None:
-        return None
+        return plan
     track = read_audio(settings.audio)
-    gaps = audio_gap_frames(track, num_keyframes, settings.frames_per_second, settings.audio_pace_strength)
+    gaps = audio_gap_frames(
+        track, plan.num_keyframes, settings.frames_per_second, settings.audio_pace_strength, plan.loop
+    )
+    plan = dataclasses.replace(plan, gap_frames=tuple(gaps))
     progress.log(
         "audio",
-        f"{track.seconds:.2f} s, {sum(gaps) + 1} frames at {settings.frames_per_second} fps; "
+        f"{track.seconds:.2f} s, {plan.num_frames} frames at {settings.frames_per_second} fps; "
         f"the music (audio_pace_strength {settings.audio_pace_strength:g}) gives the {len(gaps)} gaps "
         f"{min(gaps)} to {max(gaps)} frames",
     )
-    return gaps
+    unused = ["num_interpolation_steps"] + (["pacing"] if settings.pacing != "linear" else [])
+    progress.log("audio", f"the music sets the frames, so {' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used")
+    return plan
 
 
 def gif_encoders(device: torch.device) -> int:
@@ -432,16 +445,12 @@ def animate(
     progress = Progress() if progress is None else progress
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    plan = plan_for(settings)
+    # Read first, so that a sound or picture that cannot be used fails the walk before any model runs.
+    plan = paced_by_the_music(settings, plan_for(settings), progress)
     walk = f"Walk over {len(settings.prompts)} prompts" + (" and back to the first" if plan.loop else "")
     progress.log(
         walk, f"{plan.num_keyframes} keyframes, {plan.num_frames} frames, {plan.num_output_frames} in the animation"
     )
-
-    # Read first, so that a sound or picture that cannot be used fails the walk before any model runs.
-    # Until the keyframe plan takes a frame count per gap (issue 16's loop and pacing), the
-    # walk keeps S frames per gap, and the MP4's sound is cut or padded to its length.
-    music_gap_frames(settings, plan.num_keyframes, progress)
     init_pixels = None
     if settings.init_image is not None:
         init_pixels = load_init_image(settings.init_image, settings.width, settings.height)

@@ -21,20 +21,41 @@ def sound_file(tmp_path, samples, rate=SAMPLE_RATE, name="sound.wav"):
     return path
 
 
-@pytest.mark.parametrize("seconds", [1.0, 3.0], ids=["sound-shorter-than-the-video", "sound-longer"])
-def test_the_mp4_carries_the_sound_over_its_whole_length(components, tmp_path, capsys, seconds):
-    # 3 prompts, 2 keyframes each: K = 3, F = 2 * 3 + 1 = 7 frames at 10 fps, 0.7 s.
+@pytest.mark.parametrize("seconds", [1.0, 3.0])
+def test_the_animation_lasts_as_long_as_the_sound_and_the_mp4_carries_it(components, tmp_path, capsys, seconds):
+    # 3 prompts, 2 keyframes each: K = 3; the sound sets F = round(seconds * 10) frames at 10 fps.
     walk = settings(output_format="mp4", audio=sound_file(tmp_path, clicks(seconds, bpm=240)))
     [path] = animate(components, walk, tmp_path / "out")
     assert streams(path) == ["Video: h264", "Audio: aac"]
     frames, video_seconds = imageio_ffmpeg.count_frames_and_secs(str(path))
-    assert frames == 7
-    assert decoded_audio_samples(path) == 7 * AUDIO_RATE // 10  # cut or padded to exactly the video
+    assert frames == round(seconds * 10)
+    assert decoded_audio_samples(path) == frames * AUDIO_RATE // 10  # cut or padded to exactly the video
     boxes = top_level_boxes(path.read_bytes())
     assert boxes.index("moov") < boxes.index("mdat")  # faststart, as without sound
     log = capsys.readouterr().out
     gaps = round(seconds * 10) - 1
     assert f"audio: {seconds:.2f} s, {gaps + 1} frames at 10 fps; the music (audio_pace_strength 0.5) gives the 2 gaps" in log
+
+
+def test_a_loop_with_a_sound_lasts_as_long_as_the_sound(components, tmp_path, capsys):
+    # 3 prompts, 2 keyframes each, as a loop: K = 3 gaps share all round(2.0 * 10) frames.
+    walk = settings(output_format="mp4", loop=True, audio=sound_file(tmp_path, clicks(2.0, bpm=240)))
+    [path] = animate(components, walk, tmp_path / "out")
+    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    assert frames == 20
+    assert decoded_audio_samples(path) == 20 * AUDIO_RATE // 10
+    assert "the music (audio_pace_strength 0.5) gives the 3 gaps" in capsys.readouterr().out
+
+
+def test_with_a_sound_the_music_paces_the_walk_and_even_pacing_is_not_used(components, tmp_path, capsys):
+    sound = sound_file(tmp_path, clicks(1.5, bpm=240))
+    linear = next(iter(animate(components, settings(output_format="mp4", audio=sound), tmp_path / "linear")))
+    capsys.readouterr()
+    even = next(iter(animate(components, settings(output_format="mp4", audio=sound, pacing="even"), tmp_path / "even")))
+    log = capsys.readouterr().out
+    assert "audio: the music sets the frames, so num_interpolation_steps and pacing are not used" in log
+    assert "pacing: even" not in log
+    assert even.read_bytes() == linear.read_bytes()
 
 
 def test_the_same_seed_and_sound_give_the_same_bytes(components, tmp_path):

@@ -48,10 +48,10 @@ def streams_and_lengths(mp4: bytes, scratch_dir) -> tuple[int, float, float]:
 
 def test_a_sound_track_comes_back_in_the_mp4_over_its_whole_length(server, tmp_path):
     mp4, log = sound_walk(server, wav(clicks(2.0), SAMPLE_RATE))
-    # K = 2, S = 2: 3 frames at 20 fps until the plan takes the music's frame counts.
+    # K = 2: the sound's 2 s at 20 fps are the 40 frames of the one gap and the last keyframe.
     frames, video_seconds, sound_seconds = streams_and_lengths(mp4, tmp_path)
-    assert frames == 3
-    assert sound_seconds == video_seconds == pytest.approx(0.15)
+    assert frames == 40
+    assert sound_seconds == video_seconds == pytest.approx(2.0)
     assert "audio: 2.00 s, 40 frames at 20 fps; the music (audio_pace_strength 0.5) gives the 1 gaps 39 to 39 frames" in log
     # The same seed and sound give the same bytes.
     assert sound_walk(server, wav(clicks(2.0), SAMPLE_RATE))[0] == mp4
@@ -67,9 +67,9 @@ def test_the_seed_example_with_20_seconds_of_clicks_at_120_bpm(server, tmp_path)
     mp4, log = sound_walk(server, clip, "audio/mpeg", **request)
     frames, video_seconds, sound_seconds = streams_and_lengths(mp4, tmp_path)
     [planned] = re.findall(r"Walk over 2 prompts: 25 keyframes, (\d+) frames", log)
-    assert frames == int(planned)
+    assert frames == int(planned) == 400
     assert abs(sound_seconds - video_seconds) < 1 / 20
-    [audio_line] = [line for line in log.splitlines() if "] audio: " in line]
+    [audio_line] = [line for line in log.splitlines() if "] audio: " in line and " fps; " in line]
     assert "audio: 20.0" in audio_line and ", 400 frames at 20 fps; " in audio_line and "the 24 gaps" in audio_line
 
 
