@@ -38,6 +38,19 @@ FILM_CPU_BATCH = 1
 FILM_PYRAMID_BYTES_PER_PIXEL = 164 * 2
 FILM_ACTIVATION_BYTES_PER_PIXEL = 2700
 MAX_FILM_BATCH = 16
+# The upscaler's input pixels per call. On CPU one 512x512 frame's worth (smaller frames go
+# several to a call, larger ones in tiles): its activations then take about 200 MB.
+CPU_UPSCALE_PIXELS = 512 * 512
+# On CUDA, what fits in half the usable memory by this estimate of the peak per input pixel
+# in fp16: realesr-general-x4v3 holds two 64-channel feature maps at the input's resolution
+# while a convolution runs, then its 4x output (48 values per input pixel) and the
+# nearest-upsampled input it adds. On CPU in float32 the process's peak rose by 796 bytes
+# per input pixel (512x512, and 256x256 at batch 4), about half that in fp16 (not measured
+# on a GPU); this leaves room for the 2x output and the copy of a batch into one tensor.
+# At most MAX_UPSCALE_PIXELS (8 frames of 512x512) per call: bigger calls stop paying, and
+# a cancel waits for the call in progress.
+UPSCALER_BYTES_PER_INPUT_PIXEL = 512
+MAX_UPSCALE_PIXELS = 8 * 512 * 512
 
 
 def usable_cuda_memory(device: torch.device) -> int:
@@ -85,3 +98,11 @@ def film_batch_size(keyframes: torch.Tensor, steps: int) -> int:
     per_pixel = pyramids_per_pair * FILM_PYRAMID_BYTES_PER_PIXEL + FILM_ACTIVATION_BYTES_PER_PIXEL
     per_pair = per_pixel * keyframes.shape[-2] * keyframes.shape[-1] * keyframes.element_size() // 2
     return batch_size_for(keyframes.device, per_pair, FILM_CPU_BATCH, MAX_FILM_BATCH)
+
+
+def upscale_pixels_per_call(device: torch.device, dtype: torch.dtype) -> int:
+    """Input pixels per upscaler call with the upscaler in dtype on device (a batch of frames,
+    or a tile of one, see animate.frames.upscale): CPU_UPSCALE_PIXELS on CPU, sized from free
+    memory on CUDA."""
+    per_pixel = UPSCALER_BYTES_PER_INPUT_PIXEL * dtype.itemsize // 2
+    return batch_size_for(device, per_pixel, CPU_UPSCALE_PIXELS, MAX_UPSCALE_PIXELS)

@@ -2,7 +2,8 @@
 
 [init image read] -> prompts -> text conditioning -> keyframe conditioning -> shared start
 (or the init image, noised) -> keyframe batches (denoise, decode, safety check, [keyframe
-PNGs]) -> in-betweens -> [ping-pong] -> encoder -> the animation file, yielded last. Each
+PNGs, upscaled]) -> in-betweens -> [upscaling] -> [ping-pong] -> encoder -> the animation
+file, yielded last. Each
 stage reports to one Progress (animate.progress). SD 1.x/2.x and SDXL checkpoints differ
 only in their text conditioning (text_conditioning); the rest of the walk is the same.
 """
@@ -26,10 +27,11 @@ from animate.diffusion.schedulers import chosen_scheduler
 from animate.diffusion.vae import decode_latents
 from animate.frames.host import ping_pong, to_uint8
 from animate.frames.inbetween import film_frames, latent_frames
+from animate.frames.upscale import tile_side, upscale_batch, upscaled_frames
 from animate.inputs.init_image import load_init_image
 from animate.inputs.plan import KeyframePlan
 from animate.inputs.settings import Settings
-from animate.memory import decode_batch_size, keyframe_batch_size
+from animate.memory import decode_batch_size, keyframe_batch_size, upscale_pixels_per_call
 from animate.output.encoder_thread import encode_in_background
 from animate.output.files import write_png
 from animate.output.gif import encode_gif, gif_encoder_count
@@ -39,7 +41,7 @@ from animate.slerp import slerp
 from animate.text.clip import encode_prompts
 from animate.text.conditioning import Conditioning
 from animate.text.sdxl import add_time_ids, encode_sdxl_prompts
-from animate.weights import Components
+from animate.weights import Components, require_upscaler
 
 # Frames per device-to-host copy; a few frames, so host memory stays small at 1024x768.
 HOST_CHUNK = 8
@@ -170,6 +172,29 @@ def animation_frames(
     return latent_frames(components.vae, keyframe_latents, keyframe_images, steps, batch_size)
 
 
+def upscale_plan(components: Components, settings: Settings, progress: Progress) -> int:
+    """Input pixels per upscaler call (animate.memory), logged with the upscaled size."""
+    pixels_per_call = upscale_pixels_per_call(components.device, components.upscaler.dtype)
+    factor, frame_pixels = settings.upscale_factor, settings.width * settings.height
+    per_call = (
+        f"{pixels_per_call // frame_pixels} frames per call" if pixels_per_call >= frame_pixels
+        else f"tiles of {tile_side(pixels_per_call)}x{tile_side(pixels_per_call)} pixels"
+    )
+    progress.log("upscaling", f"{factor}x to {settings.width * factor}x{settings.height * factor}, {per_call}")
+    return pixels_per_call
+
+
+def upscaled_keyframes(
+    components: Components, settings: Settings, images: torch.Tensor, pixels_per_call: int, progress: Progress
+) -> np.ndarray:
+    """Keyframes (B, 3, H, W) in [0, 1] as the PNGs show them: upscaled like every frame of
+    the animation (stage "upscale"), as uint8 (B, fH, fW, 3)."""
+    if settings.upscale_factor == 1:
+        return to_uint8(images)
+    with progress.stage("upscale", "keyframe PNGs"):
+        return to_uint8(upscale_batch(components.upscaler, images, settings.upscale_factor, pixels_per_call))
+
+
 def host_frames(frames: Iterable[torch.Tensor], total: int, progress: Progress, method: str) -> Iterator[np.ndarray]:
     """The `total` frames as uint8 (H, W, 3) on the host. Making them is stage "inbetweens"
     of `progress`, reported after each frame; handing them on (to the encoder) is not.
@@ -235,7 +260,10 @@ def animate(
         f"{plan.num_keyframes} keyframes, {plan.num_frames} frames, {plan.num_output_frames} in the animation",
     )
 
-    # Read first, so that a picture that cannot be used fails the walk before any model runs.
+    # Checked and read first, so that a request this server cannot serve, or a picture that
+    # cannot be used, fails the walk before any model runs.
+    require_upscaler(components, settings.upscale)
+    pixels_per_call = upscale_plan(components, settings, progress) if settings.upscale_factor > 1 else 0
     init_pixels = None
     if settings.init_image is not None:
         init_pixels = load_init_image(settings.init_image, settings.width, settings.height)
@@ -252,16 +280,19 @@ def animate(
         latents.append(batch_latents)
         images.append(batch_images)
         if settings.intermediate_output:
-            for offset, picture in enumerate(to_uint8(batch_images)):
+            pictures = upscaled_keyframes(components, settings, batch_images, pixels_per_call, progress)
+            for offset, picture in enumerate(pictures):
                 yield write_png(picture, output_dir / f"keyframe-{start + offset:03d}.png")
     keyframe_latents, keyframe_images = torch.cat(latents), torch.cat(images)
     del latents, images  # the batches, now copied: at 1024x768, 50 keyframes are 470 MB in float32
 
     method = "FILM" if settings.film_interpolation else "latent slerp"
-    frames = host_frames(
-        animation_frames(components, settings, keyframe_latents, keyframe_images, progress),
-        plan.num_frames, progress, method,
-    )
+    frames = animation_frames(components, settings, keyframe_latents, keyframe_images, progress)
+    if settings.upscale_factor > 1:
+        frames = upscaled_frames(
+            components.upscaler, frames, plan.num_frames, settings.upscale_factor, pixels_per_call, progress
+        )
+    frames = host_frames(frames, plan.num_frames, progress, method)
     if settings.ping_pong:
         frames = ping_pong(frames, output_dir)
     path = output_dir / f"animation.{settings.output_format}"

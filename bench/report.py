@@ -21,6 +21,7 @@ STAGE_LABELS = {
     "keyframe_denoise": "keyframe denoise",
     "decode": "decode",
     "inbetweens": "in-betweens",
+    "upscale": "upscale",
     "encode": "encode",
 }
 

@@ -46,6 +46,7 @@ EXTRA_INPUTS = {
         "enum": ["default", "DDIM", "DPMSolverMultistep", "K_EULER", "K_EULER_ANCESTRAL", "KLMS", "PNDM"],
     },
     "disable_safety_checker": {"type": "boolean", "default": False},
+    "upscale": {"type": "string", "default": "none", "enum": ["none", "2x", "4x"]},
 }
 
 # Keys that only describe presentation or how the schema is assembled.

@@ -30,7 +30,18 @@ INPUT_DEFAULTS = {
     "init_image": None,
     "scheduler": "default",
     "disable_safety_checker": False,
+    "upscale": "none",
 }
+
+# The upscale input's choices and the factor each multiplies the frame's sides by.
+UPSCALE_FACTORS = {"none": 1, "2x": 2, "4x": 4}
+# The largest frame the animation may have, in pixels: 4096x2304, or 36,864 of H.264's
+# 16x16 macroblocks, the most that H.264 levels 5.1 and 5.2 allow in a frame. Those are the
+# highest levels that the hardware video decoders of phones and computers commonly play
+# (4K video); libx264 would encode larger frames at level 6, which many of them refuse.
+# GIFs are held to the same bound (docs/behaviour.md, "Upscaling", says what they weigh).
+# With the sizes the inputs allow it refuses one request only: 4x of 1024x768.
+MAX_OUTPUT_PIXELS = 4096 * 2304
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,23 @@ class Settings:
     init_image: Path | None = INPUT_DEFAULTS["init_image"]
     scheduler: str = INPUT_DEFAULTS["scheduler"]
     disable_safety_checker: bool = INPUT_DEFAULTS["disable_safety_checker"]
+    upscale: str = INPUT_DEFAULTS["upscale"]
+
+    @property
+    def upscale_factor(self) -> int:
+        """What `upscale` multiplies the width and the height of every frame by: 1, 2 or 4."""
+        return UPSCALE_FACTORS[self.upscale]
+
+
+def check_output_size(width: int, height: int, upscale: str) -> None:
+    """InputError when width x height upscaled by `upscale` is over MAX_OUTPUT_PIXELS."""
+    factor = UPSCALE_FACTORS[upscale]
+    if width * factor * height * factor > MAX_OUTPUT_PIXELS:
+        raise InputError(
+            f"upscale={upscale} would make frames of {width * factor}x{height * factor} pixels, more than "
+            f"the largest output, {MAX_OUTPUT_PIXELS:,} pixels (4096x2304, what H.264 players decode): "
+            "choose a smaller upscale, width or height."
+        )
 
 
 def draw_seed() -> int:
@@ -85,14 +113,16 @@ def settings_from_inputs(
     init_image: str | Path | None = INPUT_DEFAULTS["init_image"],
     scheduler: str = INPUT_DEFAULTS["scheduler"],
     disable_safety_checker: bool = INPUT_DEFAULTS["disable_safety_checker"],
+    upscale: str = INPUT_DEFAULTS["upscale"],
 ) -> Settings:
-    """Validate what the server schema cannot (prompt content, seed range) and fix the seed.
+    """Validate what the server schema cannot (prompt content, seed range, upscaled size); fix the seed.
 
     Bounds and choices of the other inputs are declared once, in predict.py, and enforced
     by the server before predict() runs. Prints `Using seed: N`.
     """
     prompts = parse_prompts(prompt_start, prompt_end)
     check_length("negative_prompt", negative_prompt)
+    check_output_size(int(width), int(height), str(upscale))
     if seed is None:
         seed = draw_seed()
     elif not 0 <= seed <= MAX_SEED:
@@ -119,4 +149,5 @@ def settings_from_inputs(
         init_image=None if init_image is None else Path(init_image),
         scheduler=str(scheduler),
         disable_safety_checker=bool(disable_safety_checker),
+        upscale=str(upscale),
     )

@@ -9,13 +9,13 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor
 
-from animate.progress import STAGES
 from bench import sd15
 from bench.measure import OUTSIDE, HostPeaks
 from bench.presets import PRESETS, build_components, tiny_components
 from bench.reference import original_form
 from bench.report import comparison_table, verdict
 from bench.runner import run_comparison, run_pipeline_only
+from tests.animate.test_pipeline import WALK_STAGES
 
 # The tiny models gain nothing from intra-op threads, and spinning threads on a shared
 # 2-core machine make every op slower.
@@ -59,11 +59,11 @@ def test_reference_and_pipeline_make_the_same_keyframes(components, settings):
     assert pipeline.unet_samples == PIPELINE_UNET_SAMPLES
     assert pipeline.unet_calls < PIPELINE_UNET_SAMPLES
     for side in (reference, pipeline):
-        assert set(side.stages) == set(STAGES), side.name
+        assert set(side.stages) == WALK_STAGES, side.name
         assert all(seconds > 0 for seconds in side.stages.values()), side.stages
         assert side.total_s >= sum(side.stages.values()) * 0.999
         assert side.memory.host_peak_mib >= side.memory.host_start_mib > 0
-        assert set(STAGES) <= set(side.memory.host.by_stage)
+        assert WALK_STAGES <= set(side.memory.host.by_stage)
         assert side.memory.host_peak_mib == max(side.memory.host.by_stage.values())
         assert side.animation_size > 0
     assert "TOTAL (s)" in comparison_table(reference, pipeline)
@@ -86,7 +86,7 @@ def test_pipeline_only_does_not_keep_keyframes(components):
     result = run_pipeline_only(components, SMALL_REQUEST)
 
     assert result.keyframes is None
-    assert set(result.stages) == set(STAGES)
+    assert set(result.stages) == WALK_STAGES
     assert result.unet_samples == PIPELINE_UNET_SAMPLES
 
 
