@@ -52,3 +52,16 @@ def test_film_batch_is_one_pair_on_cpu_and_budgets_the_held_pyramids_on_cuda(mon
     # Deeper bisection holds more pyramids per pair (depth 3, then 6); float32 costs twice fp16.
     per_pixel = [6 * 328 + 2700, 9 * 328 + 2700]
     assert budgets == [per_pixel[0] * 64 * 96, per_pixel[1] * 64 * 96, 2 * per_pixel[1] * 64 * 96]
+
+
+def test_upscaler_pixels_per_call_fit_usable_cuda_memory(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    free = memory.UPSCALER_BYTES_PER_INPUT_PIXEL * 512 * 512 * 2  # two 512x512 frames in fp16
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 80 << 30))
+    assert memory.upscale_pixels_per_call(cuda, torch.float16) == 512 * 512  # half of it
+    assert memory.upscale_pixels_per_call(cuda, torch.float32) == 512 * 512 // 2
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 40, 80 << 30))
+    assert memory.upscale_pixels_per_call(cuda, torch.float16) == memory.MAX_UPSCALE_PIXELS
+    assert memory.upscale_pixels_per_call(torch.device("cpu"), torch.float32) == memory.CPU_UPSCALE_PIXELS

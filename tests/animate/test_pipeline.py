@@ -234,6 +234,20 @@ def test_a_nested_stage_is_not_counted_in_the_enclosing_one(capsys, monkeypatch)
             pass
 
 
+def test_a_stage_nested_two_deep_is_counted_and_logged_on_its_own(capsys, monkeypatch):
+    """Upscaling runs inside the in-betweens' stage, inside encoding's."""
+    clock = iter([0.0, 1.0, 2.0, 5.0, 6.0, 10.0])  # encode 0-10 > in-betweens 1-6 > upscale 2-5
+    progress = Progress()
+    monkeypatch.setattr(progress, "now", lambda: next(clock))
+    with progress.stage("encode"):
+        with progress.stage("inbetweens"):
+            with progress.stage("upscale"):
+                pass
+    assert progress.seconds == {"upscale": 3.0, "inbetweens": 2.0, "encode": 5.0}
+    lines = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
+    assert lines == ["in-betweens took 2.0 s", "upscaling took 3.0 s", "encoding took 5.0 s"]
+
+
 def test_frame_progress_is_logged_about_ten_times(capsys):
     progress = Progress()
     for done in range(47):
