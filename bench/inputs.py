@@ -1,13 +1,14 @@
-"""What each of the four extra inputs costs: one small request with and without each.
+"""What each of the five extra inputs costs: one small request with and without each.
 
 python -m bench.inputs [--repeats N] [--threads N]
 
 Runs the tiny weights on the CPU through animate.animate (no server), one request per row:
 the defaults, then each extra input on its own (negative_prompt, init_image as a small photo
-and as a 40-megapixel one, each scheduler, disable_safety_checker), all rows once per round.
-Prints a table of the median seconds per request, the process's peak resident memory
-(VmHWM, reset before each request), and how far that peak rose above the resident memory
-at the request's start. The 40-megapixel picture is a noisy colour gradient JPEG
+and as a 40-megapixel one, each scheduler, disable_safety_checker, upscale 2x and 4x), all
+rows once per round. Prints a table of the median seconds per request, the process's peak
+resident memory (VmHWM, reset before each request), and how far that peak rose above the
+resident memory at the request's start; then, for the upscale rows, the upscale stage's
+median time and its GFLOP. The 40-megapixel picture is a noisy colour gradient JPEG
 (8000x5000, exactly the limit), made before the timing starts.
 """
 
@@ -23,11 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from animate import animate, settings_from_inputs
+from animate import KeyframePlan, animate, settings_from_inputs
 from animate.diffusion.schedulers import SCHEDULER_NAMES
 from animate.inputs.init_image import MAX_INIT_IMAGE_PIXELS
-from bench.measure import host_memory_kib, reset_peak_host_memory
+from animate.progress import Progress
+from bench.measure import host_memory_kib, reset_peak_host_memory, upscaler_gflop
 from bench.presets import tiny_components
+from bench.report import upscale_line
 
 # A small request: 256x256, 10 steps, 3 keyframes, one in-between per gap, FILM, GIF.
 SMALL_REQUEST = dict(
@@ -85,21 +88,42 @@ def rows(photos: dict[str, Path]) -> list[tuple[str, dict]]:
         (f"init_image {LARGE_PHOTO_SIZE[0]}x{LARGE_PHOTO_SIZE[1]} JPEG (40 MP)", {"init_image": photos["large"]}),
         *[(f"scheduler={name}", {"scheduler": name}) for name in SCHEDULER_NAMES if name != "default"],
         ("disable_safety_checker", {"disable_safety_checker": True}),
+        ("upscale=2x", {"upscale": "2x"}),
+        ("upscale=4x", {"upscale": "4x"}),
     ]
 
 
-def run_once(components, inputs: dict, output_dir: Path) -> tuple[float, float, float]:
-    """(seconds, peak RSS MiB, peak above the RSS at the start MiB) of one request."""
+def run_once(components, inputs: dict, output_dir: Path) -> tuple[float, float, float, float]:
+    """(seconds, peak RSS MiB, peak above the RSS at the start MiB, seconds of the upscale
+    stage) of one request."""
     reset_peak_host_memory()
     start_rss = host_memory_kib("VmRSS") / 1024
     with contextlib.redirect_stdout(io.StringIO()):  # the walk's progress log
         settings = settings_from_inputs(**{**SMALL_REQUEST, **inputs})
+        progress = Progress()
         started = time.perf_counter()
-        for _ in animate(components, settings, output_dir):
+        for _ in animate(components, settings, output_dir, progress):
             pass
         seconds = time.perf_counter() - started
     peak = host_memory_kib("VmHWM") / 1024
-    return seconds, peak, peak - start_rss
+    return seconds, peak, peak - start_rss, progress.seconds.get("upscale", 0.0)
+
+
+def upscale_costs(components, table: list[tuple[str, dict]], runs: dict[str, list]) -> list[str]:
+    """upscale_line of each upscale row, from its median times: the upscaler's GFLOP per
+    frame at the request's size, times the frames of the animation."""
+    frames = KeyframePlan(
+        num_prompts=2, keyframes_per_segment=SMALL_REQUEST["num_animation_frames"],
+        interpolation_steps=SMALL_REQUEST["num_interpolation_steps"],
+    ).num_frames
+    gflop = upscaler_gflop(components.upscaler, SMALL_REQUEST["height"], SMALL_REQUEST["width"])
+    lines = []
+    for name, inputs in table:
+        if "upscale" in inputs:
+            seconds = statistics.median(run[0] for run in runs[name])
+            upscale_seconds = statistics.median(run[3] for run in runs[name])
+            lines.append(upscale_line(name, gflop, frames, upscale_seconds, seconds - upscale_seconds))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             peak = max(run[1] for run in measured)
             above = max(run[2] for run in measured)
             print(f"| {name} | {seconds:.2f} | {peak:,.0f} MiB | +{above:,.0f} MiB |")
+        print("\n".join(upscale_costs(components, table, runs)))
 
 if __name__ == "__main__":
     main()

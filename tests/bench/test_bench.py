@@ -10,10 +10,10 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor
 
 from bench import sd15
-from bench.measure import OUTSIDE, HostPeaks
-from bench.presets import PRESETS, build_components, tiny_components
+from bench.measure import OUTSIDE, HostPeaks, upscaler_gflop
+from bench.presets import PRESETS, build_components, random_upscaler, tiny_components
 from bench.reference import original_form
-from bench.report import comparison_table, verdict
+from bench.report import comparison_table, upscale_line, verdict
 from bench.runner import run_comparison, run_pipeline_only
 from tests.animate.test_pipeline import WALK_STAGES
 
@@ -166,3 +166,19 @@ def test_host_peaks_book_a_peak_to_every_open_stage_of_a_thread():
     before = peaks.by_stage[OUTSIDE]
     assert peaks.by_stage["inbetweens"] >= before + allocated_mib * 0.9
     assert peaks.by_stage["encode"] >= before + allocated_mib * 0.9
+
+
+def test_the_upscale_presets_upscaler_is_realesr_general_x4v3s_architecture_and_its_gflop_counted():
+    """1,213,296 parameters as the real file holds (64 features, 32 convolutions); per input
+    pixel 3*64*9 + 32*64*64*9 + 64*48*9 multiply-adds, two FLOP each."""
+    upscaler = random_upscaler("cpu", torch.float32)
+    assert (upscaler.architecture.name, upscaler.scale) == ("RealESRGAN Compact", 4)
+    assert sum(parameter.numel() for parameter in upscaler.model.parameters()) == 1_213_296
+    multiply_adds = 3 * 64 * 9 + 32 * 64 * 64 * 9 + 64 * 48 * 9
+    assert upscaler_gflop(upscaler, 512, 512) == pytest.approx(2 * multiply_adds * 512 * 512 / 1e9)
+    assert PRESETS["sd15-upscale"].settings.upscale == "4x"
+    line = upscale_line("pipeline (gif)", 633.9, 46, 0.5, 3.0)
+    assert line == (
+        "pipeline (gif): upscale stage 0.50 s for 46 frames x 633.9 GFLOP = 29,159 GFLOP (58.32 TFLOP/s); "
+        "the rest of the request 3.00 s"
+    )
