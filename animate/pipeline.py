@@ -176,8 +176,9 @@ def upscale_plan(components: Components, settings: Settings, progress: Progress)
     """Input pixels per upscaler call (animate.memory), logged with the upscaled size."""
     pixels_per_call = upscale_pixels_per_call(components.device, components.upscaler.dtype)
     factor, frame_pixels = settings.upscale_factor, settings.width * settings.height
+    frames_per_call = pixels_per_call // frame_pixels
     per_call = (
-        f"{pixels_per_call // frame_pixels} frames per call" if pixels_per_call >= frame_pixels
+        f"{frames_per_call} frame{'s' if frames_per_call > 1 else ''} per call" if frames_per_call
         else f"tiles of {tile_side(pixels_per_call)}x{tile_side(pixels_per_call)} pixels"
     )
     progress.log("upscaling", f"{factor}x to {settings.width * factor}x{settings.height * factor}, {per_call}")
