@@ -2,10 +2,10 @@
 
 [init image read] -> prompts -> text conditioning -> keyframe conditioning -> shared start
 (or the init image, noised) -> keyframe batches (denoise, decode, safety check, [keyframe
-PNGs, upscaled]) -> in-betweens -> [upscaling] -> [ping-pong] -> encoder -> the animation
-file, yielded last. Each
-stage reports to one Progress (animate.progress). SD 1.x/2.x and SDXL checkpoints differ
-only in their text conditioning (text_conditioning); the rest of the walk is the same.
+PNGs, upscaled as the frames are]) -> in-betweens -> [upscaling] -> [ping-pong] -> encoder
+-> the animation file, yielded last. Each stage reports to one Progress (animate.progress).
+SD 1.x/2.x and SDXL checkpoints differ only in their text conditioning (text_conditioning);
+the rest of the walk is the same.
 """
 
 from collections.abc import Iterable, Iterator

@@ -446,7 +446,7 @@ def load_upscaler(weights_dir: Path, device: torch.device, dtype: torch.dtype) -
 
 def upscaler_summary(upscaler: spandrel.ImageModelDescriptor | None, weights_dir: Path) -> str:
     """What setup loaded for the `upscale` input, for its log: e.g. "RealESRGAN Compact, 4x,
-    1,211,011 parameters, torch.float16", or why upscaling is unavailable."""
+    1,213,296 parameters, torch.float16", or why upscaling is unavailable."""
     if upscaler is None:
         return (
             f"none, so upscale=2x and 4x fail: {weights_dir / UPSCALER_FILE} is not there "
