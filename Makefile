@@ -77,8 +77,10 @@ clean:
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(RUNTIME_STAMP): requirements.txt requirements-cog.txt | $(VENV)/bin/python
+# requirements-nodeps.txt (spandrel) goes in without its dependencies: see that file.
+$(RUNTIME_STAMP): requirements.txt requirements-cog.txt requirements-nodeps.txt | $(VENV)/bin/python
 	$(PY) -m pip install -r requirements-cog.txt
+	$(PY) -m pip install --no-deps -r requirements-nodeps.txt
 	touch $@
 
 $(DEV_STAMP): requirements-dev.txt $(RUNTIME_STAMP)

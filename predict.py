@@ -1,9 +1,9 @@
 """Cog predictor: the public inputs of the hosted model, turned into one call of `animate`.
 
 setup() loads the weights once; predict() declares the 15 inputs of the hosted model's
-public API, in its order, then six of this package's own (negative_prompt, init_image,
-scheduler, disable_safety_checker, audio, audio_pace_strength, loop, pacing, whose
-defaults change nothing), and streams the files `animate.animate` yields.
+public API, in its order, then nine of this package's own (negative_prompt, init_image,
+scheduler, disable_safety_checker, audio, audio_pace_strength, loop, pacing, upscale,
+whose defaults change nothing), and streams the files `animate.animate` yields.
 
 `cog build` writes the deployed input schema by reading this file's text, not by importing
 it, and it understands only literals: so every `Input(...)` keyword below is ONE literal
@@ -58,6 +58,7 @@ class Predictor(BasePredictor):
             f"FILM: {'yes' if self.components.film is not None else 'no'}",
             flush=True,
         )
+        print(f"Upscaler: {animate.weights.upscaler_summary(self.components.upscaler, directory)}", flush=True)
         # One base per server process, so two servers on one machine never clean up
         # each other's files.
         self.output_base = LocalPath(tempfile.mkdtemp(prefix="animation-outputs-"))
@@ -168,6 +169,11 @@ class Predictor(BasePredictor):
             choices=["linear", "even"],
             default="linear",
         ),
+        upscale: str = Input(
+            description="Upscale every frame, and the keyframe images, 2x or 4x with Real-ESRGAN; an upscaled frame may have at most 9,437,184 pixels (4096x2304)",
+            choices=["none", "2x", "4x"],
+            default="none",
+        ),
     ) -> Iterator[Path]:
         """Yield one PNG per keyframe (with intermediate_output), then the animation."""
         settings = animate.settings_from_inputs(
@@ -194,6 +200,7 @@ class Predictor(BasePredictor):
             audio_pace_strength=audio_pace_strength,
             loop=loop,
             pacing=pacing,
+            upscale=upscale,
         )
         output_dir = self.fresh_output_dir()
         for path in animate.animate(self.components, settings, output_dir):

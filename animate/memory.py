@@ -56,6 +56,19 @@ MAX_FILM_BATCH = 16
 # one picture of init_image, the one latent of the shared start) start with every item in
 # one batch: this many, more than a request can have (101 texts at most).
 WHOLE = 1 << 16
+# The upscaler's input pixels per call. On CPU one 512x512 frame's worth (smaller frames go
+# several to a call, larger ones in tiles): its activations then take about 200 MB.
+CPU_UPSCALE_PIXELS = 512 * 512
+# On CUDA, what fits in half the usable memory by this estimate of the peak per input pixel
+# in fp16: realesr-general-x4v3 holds two 64-channel feature maps at the input's resolution
+# while a convolution runs, then its 4x output (48 values per input pixel) and the
+# nearest-upsampled input it adds. On CPU in float32 the process's peak rose by 796 bytes
+# per input pixel (512x512, and 256x256 at batch 4), about half that in fp16 (not measured
+# on a GPU); this leaves room for the 2x output and the copy of a batch into one tensor.
+# At most MAX_UPSCALE_PIXELS (8 frames of 512x512) per call: bigger calls stop paying, and
+# a cancel waits for the call in progress.
+UPSCALER_BYTES_PER_INPUT_PIXEL = 512
+MAX_UPSCALE_PIXELS = 8 * 512 * 512
 
 
 def batch_size_for(usable_bytes: int | None, bytes_per_item: int, cpu_batch: int, max_batch: int) -> int:
@@ -103,6 +116,14 @@ def film_bytes(height: int, width: int, steps: int, element_size: int) -> int:
 def film_batch_size(usable_bytes: int | None, height: int, width: int, steps: int, element_size: int) -> int:
     """FILM pairs per call."""
     return batch_size_for(usable_bytes, film_bytes(height, width, steps, element_size), FILM_CPU_BATCH, MAX_FILM_BATCH)
+
+
+def upscale_pixels_per_call(usable_bytes: int | None, element_size: int) -> int:
+    """Input pixels per upscaler call with an upscaler of element_size bytes per value (a
+    batch of frames, or a tile of one, see animate.frames.upscale): CPU_UPSCALE_PIXELS on
+    CPU (usable_bytes None), sized from the usable bytes on CUDA."""
+    per_pixel = UPSCALER_BYTES_PER_INPUT_PIXEL * element_size // 2
+    return batch_size_for(usable_bytes, per_pixel, CPU_UPSCALE_PIXELS, MAX_UPSCALE_PIXELS)
 
 
 def usable_cuda_bytes(free: int, reserved: int, allocated: int) -> int:
@@ -173,6 +194,10 @@ BATCHED_STAGES = {
         "making in-betweens with FILM", "pair of frames", "pairs of frames",
         "lower width and height, or set film_interpolation to false",
     ),
+    # Its batches are counted in input pixels: whole frames, or tiles of one (animate.frames.upscale).
+    "upscale": BatchedStage(
+        "upscaling frames", "input pixel", "input pixels", "choose a smaller upscale, or lower width and height"
+    ),
 }
 
 
@@ -214,6 +239,20 @@ class StageBatches:
                 pass  # out of the except block first: its traceback holds the failed attempt's tensors
             self.shrink(stop - start)
 
+    def sized(self, work: Callable[[int], Result], smallest: int = 1) -> Result:
+        """work(size) with the stage's batch size, for work that splits itself by that size
+        (the upscaler: input pixels per call); done again with half the size each time it
+        runs out of memory, down to `smallest`, below which a smaller size would change
+        nothing; failing at `smallest` raises GpuMemoryError (see shrink)."""
+        while True:
+            size = self.size
+            try:
+                self.memory.before_batch(self.stage, size)
+                return work(size)
+            except torch.cuda.OutOfMemoryError:
+                pass  # out of the except block first: its traceback holds the failed attempt's tensors
+            self.shrink(size, smallest)
+
     def over(self, count: int, work: Callable[[int, int], Result]) -> Iterator[tuple[int, int, Result]]:
         """(start, stop, work(start, stop)) for consecutive batches covering items 0 .. count - 1."""
         start = 0
@@ -222,17 +261,18 @@ class StageBatches:
             yield start, stop, result
             start = stop
 
-    def shrink(self, failed: int) -> int:
+    def shrink(self, failed: int, smallest: int = 1) -> int:
         """After a batch of `failed` items ran out of memory: free the allocator's cache,
-        halve the batch for the rest of the walk, log it, and return the new size. A batch
-        of one cannot be halved: GpuMemoryError, in one sentence."""
+        halve the batch for the rest of the walk (not below `smallest`), log it, and return
+        the new size. A batch of `smallest` cannot be halved: GpuMemoryError, in one sentence."""
         self.memory.release()
         stage = BATCHED_STAGES[self.stage]
-        if failed <= 1:
+        if failed <= smallest:
+            least = f"one {stage.unit}" if smallest == 1 else f"{smallest:,} {stage.units}"
             raise GpuMemoryError(
-                f"The GPU ran out of memory {stage.doing}, even at one {stage.unit} per batch: {stage.remedy}."
+                f"The GPU ran out of memory {stage.doing}, even at {least} per batch: {stage.remedy}."
             )
-        self.size = failed // 2
+        self.size = max(smallest, failed // 2)
         self.progress.log(
             self.stage, f"out of GPU memory at {failed} {stage.units} per batch; trying again at {self.size}"
         )

@@ -2,15 +2,16 @@
 
 [audio read and analysed] -> [init image read] -> prompts -> text conditioning -> shared
 start (or the init image, noised) -> keyframe batches (keyframe conditioning, denoise,
-decode) -> in walk order: safety check, [keyframe PNGs] -> in-betweens -> [ping-pong] ->
-encoder (with the sound) -> the animation file, yielded last. With even pacing the
-keyframes are rendered in two rounds, and the frames of each gap follow from how much the
-picture changes in it (docs/behaviour.md, "Pacing"). Each stage reports to one Progress
-(animate.progress), and every batched model call runs through a StageBatches
-(animate.memory), which halves a batch that runs out of GPU memory. SD 1.x/2.x and SDXL
-checkpoints differ only in their text conditioning (text_conditioning); the rest of the
-walk is the same. Rendering keyframes at places on the walk is one seam (RenderKeyframes):
-a test can draw them with a known function of the walk position instead.
+decode) -> in walk order: safety check, [keyframe PNGs, upscaled as the frames are] ->
+in-betweens -> [upscaling] -> [ping-pong] -> encoder (with the sound) -> the animation
+file, yielded last. With even pacing the keyframes are rendered in two rounds, and the
+frames of each gap follow from how much the picture changes in it (docs/behaviour.md,
+"Pacing"). Each stage reports to one Progress (animate.progress), and every batched model
+call runs through a StageBatches (animate.memory), which halves a batch that runs out of
+GPU memory. SD 1.x/2.x and SDXL checkpoints differ only in their text conditioning
+(text_conditioning); the rest of the walk is the same. Rendering keyframes at places on
+the walk is one seam (RenderKeyframes): a test can draw them with a known function of the
+walk position instead.
 """
 
 import dataclasses
@@ -34,12 +35,20 @@ from animate.diffusion.vae import decode_latents
 from animate.frames.host import ping_pong, to_uint8
 from animate.frames.inbetween import film_frames, latent_frames
 from animate.frames.pacing import picture_changes
+from animate.frames.upscale import tile_side, upscale_images, upscaled_frames
 from animate.inputs.audio import read_audio
 from animate.inputs.init_image import load_init_image
 from animate.inputs.music_pace import audio_gap_frames
 from animate.inputs.plan import KeyframePlan, Place, coarse_plan, share_out, split_places
 from animate.inputs.settings import Settings
-from animate.memory import WHOLE, StageBatches, decode_batch_size, film_batch_size, keyframe_batch_size
+from animate.memory import (
+    WHOLE,
+    StageBatches,
+    decode_batch_size,
+    film_batch_size,
+    keyframe_batch_size,
+    upscale_pixels_per_call,
+)
 from animate.output.encoder_thread import encode_in_background
 from animate.output.files import write_png
 from animate.output.gif import encode_gif, gif_encoder_count
@@ -49,7 +58,7 @@ from animate.slerp import slerp
 from animate.text.clip import encode_prompts
 from animate.text.conditioning import Conditioning
 from animate.text.sdxl import add_time_ids, encode_sdxl_prompts
-from animate.weights import Components
+from animate.weights import Components, require_upscaler
 
 # Frames per device-to-host copy; a few frames, so host memory stays small at 1024x768.
 HOST_CHUNK = 8
@@ -284,11 +293,12 @@ def walk_keyframes(
     render: RenderKeyframes,
     progress: Progress,
     output_dir: Path,
+    upscaling: StageBatches | None = None,
 ) -> Generator[Path, None, tuple[KeyframePlan, torch.Tensor, torch.Tensor]]:
     """Render every keyframe, in two rounds with even pacing (even_places); safety-check
     them (unless the settings disable it) and report them to `progress` in walk order, as
     soon as their place in it is final, and then yield their PNGs (with
-    intermediate_output). Returns the plan as walked (with even pacing: its places and
+    intermediate_output; upscaled like the frames when `upscaling` has the upscaler's batches). Returns the plan as walked (with even pacing: its places and
     frames per gap) and the keyframes' latents (K, 4, h, w) and images (K, 3, H, W)."""
     safety_checker = None if settings.disable_safety_checker else components.safety_checker
     if safety_checker is None and components.safety_checker is not None:
@@ -310,7 +320,8 @@ def walk_keyframes(
             )
             progress.keyframes_decoded(start, run_latents, run_images, plan.num_keyframes)
             if settings.intermediate_output:
-                for offset, picture in enumerate(to_uint8(run_images)):
+                pictures = upscaled_keyframes(components, settings, run_images, upscaling, progress)
+                for offset, picture in enumerate(pictures):
                     yield write_png(picture, output_dir / f"keyframe-{start + offset:03d}.png")
 
     yield from hand_out()  # even pacing: the first round's keyframes before the first new one
@@ -347,6 +358,36 @@ def animation_frames(
     size = decode_batch_size(usable, settings.height, settings.width, components.vae.dtype.itemsize)
     batches = stage_batches(components, progress, "in-betweens", size)
     return latent_frames(components.vae, keyframe_latents, keyframe_images, gap_frames, batches)
+
+
+def upscale_batches(components: Components, settings: Settings, progress: Progress) -> StageBatches | None:
+    """The upscaler's batches (stage "upscale"), counted in input pixels per call, sized
+    from the memory components.memory says this process can use (animate.memory) and
+    logged with the upscaled size; None when the request does not upscale."""
+    if settings.upscale_factor == 1:
+        return None
+    usable = components.memory.usable_bytes()
+    pixels_per_call = upscale_pixels_per_call(usable, components.upscaler.dtype.itemsize)
+    factor, frame_pixels = settings.upscale_factor, settings.width * settings.height
+    frames_per_call = pixels_per_call // frame_pixels
+    per_call = (
+        f"{frames_per_call} frame{'s' if frames_per_call > 1 else ''} per call" if frames_per_call
+        else f"tiles of {tile_side(pixels_per_call)}x{tile_side(pixels_per_call)} pixels"
+    )
+    progress.log("upscaling", f"{factor}x to {settings.width * factor}x{settings.height * factor}, {per_call}")
+    return stage_batches(components, progress, "upscale", pixels_per_call)
+
+
+def upscaled_keyframes(
+    components: Components, settings: Settings, images: torch.Tensor, upscaling: StageBatches | None, progress: Progress
+) -> np.ndarray:
+    """Keyframes (B, 3, H, W) in [0, 1] as the PNGs show them: upscaled like every frame of
+    the animation (stage "upscale") when `upscaling` has the upscaler's batches, as uint8
+    (B, fH, fW, 3)."""
+    if upscaling is None:
+        return to_uint8(images)
+    with progress.stage("upscale", "keyframe PNGs"):
+        return to_uint8(upscale_images(components.upscaler, images, settings.upscale_factor, upscaling))
 
 
 def host_frames(frames: Iterable[torch.Tensor], total: int, progress: Progress, method: str) -> Iterator[np.ndarray]:
@@ -451,6 +492,10 @@ def animate(
     progress.log(
         walk, f"{plan.num_keyframes} keyframes, {plan.num_frames} frames, {plan.num_output_frames} in the animation"
     )
+
+    # Checked first, so that a request this server cannot serve fails before any model runs.
+    require_upscaler(components, settings.upscale)
+    upscaling = upscale_batches(components, settings, progress)
     init_pixels = None
     if settings.init_image is not None:
         init_pixels = load_init_image(settings.init_image, settings.width, settings.height)
@@ -458,14 +503,16 @@ def animate(
         render = DiffusionRenderer(components, settings, plan, progress, init_pixels)
 
     plan, keyframe_latents, keyframe_images = yield from walk_keyframes(
-        components, settings, plan, render, progress, output_dir
+        components, settings, plan, render, progress, output_dir, upscaling
     )
 
     method = "FILM" if settings.film_interpolation else "latent slerp"
-    frames = host_frames(
-        animation_frames(components, settings, plan, keyframe_latents, keyframe_images, progress),
-        plan.num_frames, progress, method,
-    )
+    frames = animation_frames(components, settings, plan, keyframe_latents, keyframe_images, progress)
+    if upscaling is not None:
+        frames = upscaled_frames(
+            components.upscaler, frames, plan.num_frames, settings.upscale_factor, upscaling, progress
+        )
+    frames = host_frames(frames, plan.num_frames, progress, method)
     if not encode:
         for _ in frames:
             pass

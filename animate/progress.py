@@ -13,6 +13,7 @@ call `callback_on_step_end` (see docs/behaviour.md, "Seeds, logs and progress"):
   every denoising step and every FILM call, and after every frame, and it may raise to
   stop the walk there: a cancel takes effect within one denoising step or one FILM call.
   The same numbers can come more than once (one frame may take several FILM calls).
+  With `upscale`, it also comes before every batch of frames the upscaler takes.
 - `progress.keyframes_decoded(start, latents, images, total)`: once per run of keyframes
   whose place in the walk is final, decoded and safety-checked, in walk order (with linear
   pacing, once per keyframe batch).
@@ -32,8 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-# The stages of the walk, in its order (and the benchmark table's).
-STAGES = ("text", "shared_denoise", "keyframe_denoise", "decode", "inbetweens", "encode")
+# The stages of the walk, in its order (and the benchmark table's). "upscale" runs only when
+# the request upscales.
+STAGES = ("text", "shared_denoise", "keyframe_denoise", "decode", "inbetweens", "upscale", "encode")
 # What the log calls each stage.
 STAGE_WORDS = {
     "text": "text",
@@ -41,8 +43,11 @@ STAGE_WORDS = {
     "keyframe_denoise": "keyframes",
     "decode": "decode",
     "inbetweens": "in-betweens",
+    "upscale": "upscaling",
     "encode": "encoding",
 }
+# The stages whose steps count frames, not denoising steps.
+FRAME_STAGES = ("inbetweens", "upscale")
 # Frame progress lines per animation, at most (and one for the last frame).
 FRAME_LINES = 10
 
@@ -50,7 +55,7 @@ FRAME_LINES = 10
 @dataclass
 class OpenStage:
     """A stage the walk is in: when it entered (by Progress.now), and the seconds of the
-    stages entered inside it since, by name."""
+    stages entered inside it since, at any depth, each stage's own time, by name."""
 
     entered: float
     nested: dict[str, float] = field(default_factory=dict)
@@ -85,7 +90,8 @@ class Progress:
     def stage(self, name: str, detail: str = "") -> Iterator[None]:
         """Time the block as stage `name`, less the stages nested in it. When it ends, unless
         it is nested itself, print "<stage> took N s (detail)", after one such line per stage
-        nested in it (their time in it, summed). A block that raises is not counted."""
+        nested in it at any depth (its own time in it, summed). A block that raises is not
+        counted."""
         if name not in STAGES:
             raise ValueError(f"unknown stage {name!r}: the stages are {', '.join(STAGES)}")
         opened = OpenStage(self.now())
@@ -98,8 +104,12 @@ class Progress:
         own = elapsed - sum(opened.nested.values())
         self.seconds[name] = self.seconds.get(name, 0.0) + own
         if self.open_stages:
+            # The enclosing stage's nested times: this one's own and those nested in it, so
+            # that they add up to this one's elapsed time (upscaling runs inside the in-betweens'
+            # stage, inside encoding's).
             enclosing = self.open_stages[-1].nested
-            enclosing[name] = enclosing.get(name, 0.0) + elapsed
+            for inner, seconds in [(name, own), *opened.nested.items()]:
+                enclosing[inner] = enclosing.get(inner, 0.0) + seconds
             return
         for inner, seconds in opened.nested.items():
             self.log_took(inner, seconds, "")
@@ -114,10 +124,10 @@ class Progress:
         """`done` of `total` units of stage `name` are done; may raise to stop the walk.
 
         Logs "step 12/40, <detail>" for denoising, and "23/46 frames (<detail>)" for the
-        in-betweens at most FRAME_LINES times and at the last frame; a line the same as the
-        stage's last is not printed again.
+        in-betweens and upscaling at most FRAME_LINES times and at the last frame; a line the
+        same as the stage's last is not printed again.
         """
-        if name == "inbetweens":
+        if name in FRAME_STAGES:
             every = max(1, total // FRAME_LINES)
             if done == 0 or (done % every and done != total):
                 return

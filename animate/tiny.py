@@ -16,6 +16,10 @@ bytes every time:
                                         both and on the pooled embedding and image sizes,
                                         SDXL's Euler scheduler (weights/tiny-sdxl)
     OUT_DIR/film_net/film_net_style.safetensors   a tiny FILM (film_net.TINY_OPTIONS)
+    OUT_DIR/upscaler/realesr-general-x4v3.pth      a tiny upscaler of the real one's
+                                architecture (Real-ESRGAN's SRVGGNetCompact, 4x), with
+                                8 features and 2 convolutions instead of 64 and 32, saved
+                                as its release file is (a PyTorch checkpoint, {"params": ...})
 
 They load through animate.load_components exactly like the real weights. There is no
 safety checker: real weights bring their own.
@@ -39,6 +43,7 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 import film_net
+from animate.weights import UPSCALER_FILE, spandrel
 
 SEED = 0
 TEXT_WIDTH = 32  # hidden size of the text encoder = cross-attention width of the UNet
@@ -321,11 +326,33 @@ def write_tiny_film(path: Path) -> None:
     film_net.save(film_net.FilmNet(film_net.TINY_OPTIONS).eval(), path)
 
 
+# The tiny upscaler: realesr-general-x4v3 has 64 features and 32 body convolutions.
+UPSCALER_FEATURES = 8
+UPSCALER_CONVOLUTIONS = 2
+
+
+def tiny_upscaler() -> torch.nn.Module:
+    """Real-ESRGAN's SRVGGNetCompact at toy size, 4x, seeded; spandrel's own class of it
+    (animate.weights imports spandrel, which torchvision's absence needs)."""
+    torch.manual_seed(SEED + 4)
+    return spandrel.architectures.Compact.Compact(
+        num_in_ch=3, num_out_ch=3, num_feat=UPSCALER_FEATURES, num_conv=UPSCALER_CONVOLUTIONS, upscale=4
+    ).eval()
+
+
+def write_tiny_upscaler(path: Path) -> None:
+    """The tiny upscaler's weights as Real-ESRGAN's release files hold them: {"params": state dict}."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"params": tiny_upscaler().state_dict()}, path)
+
+
 def write_weights_directory(out_dir: str | Path, write_stable_diffusion) -> Path:
-    """out_dir/stable-diffusion by write_stable_diffusion, and the tiny FILM; returns out_dir."""
+    """out_dir/stable-diffusion by write_stable_diffusion, the tiny FILM and the tiny
+    upscaler; returns out_dir."""
     out_dir = Path(out_dir)
     write_stable_diffusion(out_dir / "stable-diffusion")
     write_tiny_film(out_dir / "film_net" / "film_net_style.safetensors")
+    write_tiny_upscaler(out_dir / UPSCALER_FILE)
     return out_dir
 
 

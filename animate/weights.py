@@ -6,6 +6,7 @@ Layout (the same for real and tiny weights):
                                       [safety_checker/, feature_extractor/],
                                       and for SDXL text_encoder_2/, tokenizer_2/
     <weights_dir>/film_net/film_net_style.safetensors
+    <weights_dir>/upscaler/realesr-general-x4v3.pth   optional: the `upscale` input's model
 
 model_index.json's `_class_name` says the kind: StableDiffusionPipeline (SD 1.x and 2.x;
 epsilon or v-prediction, as scheduler_config.json says) or StableDiffusionXLPipeline (SDXL
@@ -13,10 +14,12 @@ base: a second text encoder with a projection, whose pooled embedding and the im
 condition the UNet besides the per-token embeddings of both encoders).
 """
 
+import importlib.util
 import json
 import logging
 import os
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,9 +61,65 @@ def quiet_torchvision_fallback() -> None:
     )
 
 
+class TorchvisionMissing:
+    """A name spandrel imports from torchvision.transforms.functional, standing in for it.
+
+    Only two of spandrel's architectures use these names (RestoreFormer's normalize, LaMa's
+    rotate and InterpolationMode), when they run; this package loads neither. Calling one,
+    or reading one of its attributes, raises an error that says so.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.message = (
+            f"torchvision.transforms.functional.{name} is not available: torchvision is not installed, "
+            "and this package runs only upscalers that do not need it (such as Real-ESRGAN's)"
+        )
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(self.message)
+
+    def __getattr__(self, attribute: str):
+        raise AttributeError(self.message)
+
+
+def import_spandrel() -> types.ModuleType:
+    """spandrel, imported with stand-ins for the torchvision names it imports when torchvision
+    is not installed (docs/deploying.md, "spandrel without torchvision").
+
+    spandrel declares torchvision as a dependency, and importing it imports every
+    architecture, two of which import from torchvision. This package never installs
+    torchvision: there is no build of it for the CPU torch the tests run, and an installed
+    one that cannot load would make transformers pick image processors that need it. So
+    spandrel is installed without its dependencies, and while it is imported, modules named
+    torchvision, torchvision.transforms and torchvision.transforms.functional (holding
+    TorchvisionMissing names) stand in; they are taken out of sys.modules again at once, so
+    nothing else ever sees a torchvision.
+    """
+    if "spandrel" in sys.modules or importlib.util.find_spec("torchvision") is not None:
+        import spandrel
+
+        return spandrel
+    functional = types.ModuleType("torchvision.transforms.functional")
+    for name in ("InterpolationMode", "normalize", "rotate"):
+        setattr(functional, name, TorchvisionMissing(name))
+    transforms = types.ModuleType("torchvision.transforms")
+    transforms.functional = functional
+    torchvision = types.ModuleType("torchvision")
+    torchvision.transforms = transforms
+    stand_ins = {module.__name__: module for module in (torchvision, transforms, functional)}
+    sys.modules.update(stand_ins)
+    try:
+        import spandrel
+    finally:
+        for name in stand_ins:
+            sys.modules.pop(name, None)
+    return spandrel
+
+
 # Before diffusers and transformers are imported below, so that they start offline and quiet.
 go_offline()
 quiet_torchvision_fallback()
+spandrel = import_spandrel()
 
 import diffusers  # noqa: E402
 import torch  # noqa: E402
@@ -82,6 +141,11 @@ from animate.memory import DeviceMemory  # noqa: E402
 
 STABLE_DIFFUSION_DIR = "stable-diffusion"
 FILM_FILE = Path("film_net") / "film_net_style.safetensors"
+# Real-ESRGAN's compact general model (SRVGGNetCompact, 4x), as its release names it; optional.
+UPSCALER_FILE = Path("upscaler") / "realesr-general-x4v3.pth"
+# What the upscaler must do: 4x (2x is its output scaled down), RGB in and out.
+UPSCALER_SCALE = 4
+UPSCALER_CHANNELS = 3
 HOW_TO_GET_WEIGHTS = (
     "run script/download-weights, or build tiny test weights with "
     "`python -m animate.tiny weights/tiny` and set ANIMATE_WEIGHTS=weights/tiny"
@@ -118,6 +182,7 @@ class Components:
     prompt is zero embeddings rather than the embeddings of "".
     memory: the device's memory, as the walk sizes its batches by it and recovers when one
     does not fit (animate.memory); by default the real one of `device`.
+    upscaler: the `upscale` input's 4x model (load_upscaler), None when its file is missing.
     """
 
     tokenizer: CLIPTokenizer
@@ -134,6 +199,7 @@ class Components:
     text_encoder_2: CLIPTextModelWithProjection | None = None
     tokenizer_2: CLIPTokenizer | None = None
     force_zeros_for_empty_prompt: bool = False
+    upscaler: spandrel.ImageModelDescriptor | None = None
     memory: DeviceMemory | None = None
 
     def __post_init__(self) -> None:
@@ -347,6 +413,68 @@ def load_film(weights_dir: Path, device: torch.device, dtype: torch.dtype) -> fi
         ) from error
 
 
+def load_upscaler(weights_dir: Path, device: torch.device, dtype: torch.dtype) -> spandrel.ImageModelDescriptor | None:
+    """The upscaler in weights_dir/UPSCALER_FILE, loaded by spandrel (which tells the
+    architecture from the weights' names and shapes) onto device in dtype, or in float32
+    when its architecture cannot run in dtype; None when the file is not there.
+
+    Raises WeightsError, in one sentence naming the file, when it cannot be read, or holds
+    no model spandrel knows, or one that is not a 4x RGB upscaler.
+    """
+    path = weights_dir / UPSCALER_FILE
+    if not path.exists():
+        return None
+    try:
+        upscaler = spandrel.ModelLoader(device).load_from_file(path)
+    except spandrel.UnsupportedModelError as error:
+        raise WeightsError(
+            f"Upscaler weights file {path} holds no upscaler that spandrel recognises ({describe(error)}): "
+            f"put Real-ESRGAN's realesr-general-x4v3.pth there ({HOW_TO_GET_WEIGHTS}), or remove it to run "
+            "without upscaling."
+        ) from error
+    except Exception as error:  # torch.load raises many types for a file that is no checkpoint
+        raise WeightsError(
+            f"Upscaler weights file {path} is corrupt, truncated or no PyTorch checkpoint ({describe(error)}): "
+            f"delete it and fetch it again ({HOW_TO_GET_WEIGHTS})."
+        ) from error
+    if not (
+        isinstance(upscaler, spandrel.ImageModelDescriptor)
+        and upscaler.scale == UPSCALER_SCALE
+        and upscaler.input_channels == upscaler.output_channels == UPSCALER_CHANNELS
+    ):
+        raise WeightsError(
+            f"Upscaler weights file {path} holds a {upscaler.architecture.name} model that makes "
+            f"{upscaler.output_channels}-channel images at {upscaler.scale}x, but `upscale` needs a {UPSCALER_SCALE}x "
+            f"model of RGB pictures: put Real-ESRGAN's realesr-general-x4v3.pth there ({HOW_TO_GET_WEIGHTS}), "
+            "or remove it to run without upscaling."
+        )
+    supported = {torch.float32: True, torch.float16: upscaler.supports_half, torch.bfloat16: upscaler.supports_bfloat16}
+    return upscaler.to(dtype if supported.get(dtype, False) else torch.float32).eval()
+
+
+def upscaler_summary(upscaler: spandrel.ImageModelDescriptor | None, weights_dir: Path) -> str:
+    """What setup loaded for the `upscale` input, for its log: e.g. "RealESRGAN Compact, 4x,
+    1,213,296 parameters, torch.float16", or why upscaling is unavailable."""
+    if upscaler is None:
+        return (
+            f"none, so upscale=2x and 4x fail: {weights_dir / UPSCALER_FILE} is not there "
+            "(script/download-weights fetches it)"
+        )
+    parameters = sum(parameter.numel() for parameter in upscaler.model.parameters())
+    return f"{upscaler.architecture.name}, {upscaler.scale}x, {parameters:,} parameters, {upscaler.dtype}"
+
+
+def require_upscaler(components: Components, upscale: str) -> None:
+    """WeightsError, in one sentence, when the request upscales and setup found no upscaler:
+    raised before any model runs."""
+    if upscale != "none" and components.upscaler is None:
+        raise WeightsError(
+            f"upscale={upscale} needs the upscaler weights ({UPSCALER_FILE} in the weights directory), "
+            "which this server did not find at setup: leave upscale at none, or fetch them with "
+            "script/download-weights and restart the server."
+        )
+
+
 def place_convolutional(model: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
     """Move a convolutional model (UNet, VAE) to device in eval mode, in the channels-last
     memory format when asked. Values are the same; only the layout of activations changes."""
@@ -370,7 +498,8 @@ def load_components(weights_dir: str | Path, device: str | torch.device, dtype: 
     an SD 1.x/2.x or an SDXL checkpoint, as its model_index.json says.
 
     Raises WeightsError, in one sentence naming the path and the fix, when something is
-    missing or unreadable, or the checkpoint is of another kind.
+    missing or unreadable, or the checkpoint is of another kind. The upscaler alone may be
+    missing (Components.upscaler is then None).
     """
     weights_dir = require(Path(weights_dir))
     device = torch.device(device)
@@ -391,6 +520,7 @@ def load_components(weights_dir: str | Path, device: str | torch.device, dtype: 
     vae = load_model(AutoencoderKL, sd_dir / "vae", "diffusion_pytorch_model", vae_dtype(kind, sd_dir / "vae", dtype))
     safety_checker, feature_extractor = load_safety_checker(sd_dir, device, dtype)
     film = load_film(weights_dir, device, dtype)
+    upscaler = load_upscaler(weights_dir, device, dtype)
     return Components(
         tokenizer=tokenizer,
         text_encoder=text_encoder.to(device).eval(),
@@ -407,4 +537,5 @@ def load_components(weights_dir: str | Path, device: str | torch.device, dtype: 
         tokenizer_2=tokenizer_2,
         # diffusers' default for SDXL when model_index.json does not say.
         force_zeros_for_empty_prompt=kind == "sdxl" and bool(index.get("force_zeros_for_empty_prompt", True)),
+        upscaler=upscaler,
     )

@@ -9,6 +9,8 @@ import torch
 
 import bench.presets
 from bench.presets import PRESETS, Preset, build_components
+from animate.pipeline import plan_for
+from bench.measure import upscaler_gflop
 from bench.report import (
     comparison_record,
     comparison_table,
@@ -16,10 +18,11 @@ from bench.report import (
     describe_request,
     pipeline_record,
     pipeline_table,
+    upscale_line,
     verdict,
     write_results,
 )
-from bench.runner import run_comparison, run_pipeline_only
+from bench.runner import SideResult, run_comparison, run_pipeline_only
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -62,6 +65,10 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--formats", help="largest only: comma-separated output formats to run (default mp4,gif)"
     )
+    parser.add_argument(
+        "--upscale", choices=["none", "2x", "4x"],
+        help="upscale instead of the preset's (the models need an upscaler: tiny, tiny-sdxl, sd15-upscale)",
+    )
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: the preset's, else torch's choice)")
     parser.add_argument(
         "--warmup", action=argparse.BooleanOptionalAction, default=None,
@@ -87,6 +94,8 @@ def preset_from_arguments(arguments: argparse.Namespace) -> Preset:
         )
     if arguments.dtype is not None:
         preset = dataclasses.replace(preset, dtype=DTYPES[arguments.dtype])
+    if arguments.upscale is not None:
+        preset = dataclasses.replace(preset, settings=dataclasses.replace(preset.settings, upscale=arguments.upscale))
     if arguments.formats is not None:
         preset = dataclasses.replace(preset, output_formats=tuple(arguments.formats.split(",")))
     return preset
@@ -95,6 +104,16 @@ def preset_from_arguments(arguments: argparse.Namespace) -> Preset:
 def check_device(preset: Preset) -> None:
     if preset.device == "cuda" and not torch.cuda.is_available():
         sys.exit(f"Preset {preset.name} needs a CUDA GPU and none is visible: run it on a GPU machine.")
+
+
+def upscale_cost(components, settings, result: SideResult) -> str:
+    """upscale_line of a pipeline run: the upscaler's GFLOP per frame at the request's size,
+    times the frames it upscaled (every frame, and the keyframes again for their PNGs)."""
+    plan = plan_for(settings)
+    frames = plan.num_frames + (plan.num_keyframes if settings.intermediate_output else 0)
+    gflop = upscaler_gflop(components.upscaler, settings.height, settings.width)
+    seconds = result.stages.get("upscale", 0.0)
+    return upscale_line(result.name, gflop, frames, seconds, result.total_s - seconds)
 
 
 def main(argv: list[str]) -> int:
@@ -115,6 +134,7 @@ def main(argv: list[str]) -> int:
     if preset.compare:
         warmup = arguments.warmup if arguments.warmup is not None else preset.device == "cuda"
         reference, pipeline, agreement = run_comparison(components, preset.settings, warmup, arguments.encode)
+        results = [pipeline]
         table = comparison_table(reference, pipeline)
         record = comparison_record(preset.settings, machine, setup_s, reference, pipeline, agreement)
         closing = verdict(agreement)
@@ -131,6 +151,9 @@ def main(argv: list[str]) -> int:
 
     path = write_results(preset.name, record)
     print(f"\n{header}\n{table}", flush=True)
+    if preset.settings.upscale != "none":
+        for result in results:
+            print(upscale_cost(components, preset.settings, result), flush=True)
     if closing is not None:
         print(closing, flush=True)
     print(f"Results written to {path}", flush=True)

@@ -5,7 +5,8 @@ The GPU machine has Python 3.12 and PyTorch with CUDA, numpy, scipy and pytest, 
 network: everything else the walk, the benchmark and the tests import travels with the
 repository as wheels, built here. Which ones: the runtime requirements (requirements.txt)
 and what they require in turn, as this virtualenv's installed metadata says, at the versions
-installed here; less what the GPU machine has (GPU_MACHINE_HAS, and what those require).
+installed here; less what the GPU machine has (GPU_MACHINE_HAS, and what those require);
+plus requirements-nodeps.txt (spandrel) without what it declares, as it is installed here.
 imageio-ffmpeg travels without its ffmpeg binary (172 MB; it would not fit in what a run
 carries, 64 MiB in all): built from its source distribution, which has none. So the GPU
 check makes every frame but encodes none, unless IMAGEIO_FFMPEG_EXE names an ffmpeg there.
@@ -71,15 +72,16 @@ def closure(names) -> set[str]:
     return seen
 
 
-def runtime_requirements() -> list[str]:
-    """The distributions requirements.txt names (canonical)."""
-    lines = (REPO_ROOT / "requirements.txt").read_text().splitlines()
+def runtime_requirements(file_name: str = "requirements.txt") -> list[str]:
+    """The distributions a requirements file of the repository names (canonical)."""
+    lines = (REPO_ROOT / file_name).read_text().splitlines()
     return [canonical(Requirement(line).name) for line in lines if line.strip() and not line.startswith("#")]
 
 
 def wheels() -> dict[str, str]:
     """{distribution: installed version} of every wheel the GPU machine needs, sorted."""
     shipped = closure(runtime_requirements()) - closure(GPU_MACHINE_HAS)
+    shipped |= set(runtime_requirements("requirements-nodeps.txt"))
     return {name: importlib.metadata.version(name) for name in sorted(shipped)}
 
 

@@ -5,12 +5,13 @@ python -m bench.inputs [--repeats N] [--threads N]
 Runs the tiny weights on the CPU through animate.animate (no server), one request per row:
 the defaults, then each extra input on its own (negative_prompt, init_image as a small photo
 and as a 40-megapixel one, each scheduler, disable_safety_checker, the MP4 without and with
-a 10 s and a 300 s sound track, loop, pacing=even), all rows once per round. Prints a table
-of the median seconds per request, the process's peak resident memory (VmHWM, reset before
-each request), how far that peak rose above the resident memory at the request's start,
-and the UNet samples (batch items of every UNet call). The 40-megapixel picture is a noisy
-colour gradient JPEG (8000x5000, exactly the limit), the sound tracks are stereo 192 kbit/s
-MP3s of a beat at 120 bpm, all made before the timing.
+a 10 s and a 300 s sound track, loop, pacing=even, upscale 2x and 4x), all rows once per
+round. Prints a table of the median seconds per request, the process's peak resident
+memory (VmHWM, reset before each request), how far that peak rose above the resident
+memory at the request's start, and the UNet samples (batch items of every UNet call);
+then, for the upscale rows, the upscale stage's median time and its GFLOP. The
+40-megapixel picture is a noisy colour gradient JPEG (8000x5000, exactly the limit), the
+sound tracks are stereo 192 kbit/s MP3s of a beat at 120 bpm, all made before the timing.
 
 A second table compares the pacings on the default request's keyframes and steps (two
 prompts, N = 10, S = 5, 50 steps; 128x128 to be quick, which changes no UNet count), with
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from animate import animate, settings_from_inputs
+from animate import KeyframePlan, animate, settings_from_inputs
 from animate.diffusion.schedulers import SCHEDULER_NAMES
 from animate.frames.pacing import ChangeMeter, Unevenness
 from animate.inputs.audio import MAX_AUDIO_SECONDS, audio_frame_count, read_audio
@@ -47,8 +48,9 @@ from animate.inputs.settings import INPUT_DEFAULTS
 from animate.output.ffmpeg import Ffmpeg
 from animate.output.mp4 import encode_mp4
 from animate.progress import Progress
-from bench.measure import UNetCounter, host_memory_kib, reset_peak_host_memory
+from bench.measure import UNetCounter, host_memory_kib, reset_peak_host_memory, upscaler_gflop
 from bench.presets import tiny_components
+from bench.report import upscale_line
 
 # A small request: 256x256, 10 steps, 3 keyframes, one in-between per gap, FILM, GIF.
 SMALL_REQUEST = dict(
@@ -129,6 +131,8 @@ def rows(photos: dict[str, Path], sounds: dict[int, Path]) -> list[tuple[str, di
         *[(f"audio {seconds} s MP3, mp4", {"output_format": "mp4", "audio": sound}) for seconds, sound in sounds.items()],
         ("loop", {"loop": True}),
         ("pacing=even", {"pacing": "even"}),
+        ("upscale=2x", {"upscale": "2x"}),
+        ("upscale=4x", {"upscale": "4x"}),
     ]
 
 
@@ -160,13 +164,14 @@ class FrameChanges(Progress):
 @dataclass(frozen=True)
 class Run:
     """One request, measured: seconds, peak RSS and the peak above the RSS at its start
-    (MiB), UNet samples, and how evenly its frames change."""
+    (MiB), UNet samples, how evenly its frames change, and the seconds of its upscale stage."""
 
     seconds: float
     peak_mib: float
     above_start_mib: float
     unet_samples: int
     unevenness: Unevenness
+    upscale_seconds: float
 
 
 def run_once(components, inputs: dict, output_dir: Path) -> Run:
@@ -181,7 +186,10 @@ def run_once(components, inputs: dict, output_dir: Path) -> Run:
             pass
         seconds = time.perf_counter() - started
     peak = host_memory_kib("VmHWM") / 1024
-    return Run(seconds, peak, peak - start_rss, unet.samples, Unevenness.of(progress.meter.changes))
+    return Run(
+        seconds, peak, peak - start_rss, unet.samples, Unevenness.of(progress.meter.changes),
+        progress.seconds.get("upscale", 0.0),
+    )
 
 
 def print_table(title: str, runs: dict[str, list[Run]], with_changes: bool) -> None:
@@ -228,6 +236,23 @@ def sound_alone_once(sound: Path, output_dir: Path) -> tuple[float, float, float
     return seconds, peak, peak - start_rss
 
 
+def upscale_costs(components, table: list[tuple[str, dict]], runs: dict[str, list[Run]]) -> list[str]:
+    """upscale_line of each upscale row, from its median times: the upscaler's GFLOP per
+    frame at the request's size, times the frames of the animation."""
+    frames = KeyframePlan(
+        num_prompts=2, keyframes_per_segment=SMALL_REQUEST["num_animation_frames"],
+        interpolation_steps=SMALL_REQUEST["num_interpolation_steps"],
+    ).num_frames
+    gflop = upscaler_gflop(components.upscaler, SMALL_REQUEST["height"], SMALL_REQUEST["width"])
+    lines = []
+    for name, inputs in table:
+        if "upscale" in inputs:
+            seconds = statistics.median(run.seconds for run in runs[name])
+            upscale_seconds = statistics.median(run.upscale_seconds for run in runs[name])
+            lines.append(upscale_line(name, gflop, frames, upscale_seconds, seconds - upscale_seconds))
+    return lines
+
+
 def print_sound_table(title: str, runs: dict[str, list[tuple[float, float, float]]]) -> None:
     """One row per sound track: the median seconds, the largest peak, the largest rise above start."""
     print(f"| {title} | seconds | peak RSS | above start |")
@@ -256,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{torch.get_num_threads()} torch threads; median of {arguments.repeats} runs", flush=True)
         # One untimed run first, so the first row does not pay for first-use allocations.
         run_once(components, SMALL_REQUEST, directory / "out")
-        runs = run_rows(components, rows(photos, sounds), SMALL_REQUEST, arguments.repeats, directory / "out")
+        table = rows(photos, sounds)
+        runs = run_rows(components, table, SMALL_REQUEST, arguments.repeats, directory / "out")
         alone = {f"{seconds} s MP3 ({audio_frame_count(seconds, SMALL_REQUEST['gif_frames_per_second'])} frames)": []
                  for seconds in sounds}
         for _ in range(arguments.repeats):
@@ -265,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         # Tiny FILM's in-betweens are far from both keyframes (random weights), so how evenly
         # these frames change says nothing: see the pacing table's latent rows.
         print_table("request (256x256, 10 steps, 3 keyframes, S=2, FILM, GIF unless mp4)", runs, with_changes=False)
+        print("\n".join(upscale_costs(components, table, runs)))
         print()
         pacing = run_rows(components, pacing_rows(), PACING_REQUEST, arguments.repeats, directory / "out")
         print_table("default request's walk (128x128, 50 steps, 10 keyframes, S=5, GIF)", pacing, with_changes=True)

@@ -3,6 +3,7 @@
 The stages are the walk's, animate.progress.STAGES, in the order the table prints them.
 """
 
+import copy
 import re
 import resource
 import threading
@@ -11,6 +12,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 # Where time or memory outside every stage is booked.
 OUTSIDE = "other"
@@ -27,6 +29,16 @@ def host_memory_kib(field_name: str) -> int:
     with open("/proc/self/status") as status:
         match = re.search(rf"^{field_name}:\s+(\d+) kB", status.read(), re.MULTILINE)
     return int(match.group(1))
+
+
+def upscaler_gflop(upscaler, height: int, width: int) -> float:
+    """GFLOP of the upscaler's model on one (3, height, width) frame, as torch's FlopCounterMode
+    counts them (two per multiply-add of the convolutions). The model is copied onto the meta
+    device, so nothing is computed."""
+    model = copy.deepcopy(upscaler.model).to("meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.empty(1, upscaler.input_channels, height, width, device="meta"))
+    return counter.get_total_flops() / 1e9
 
 
 def reset_peak_host_memory() -> None:

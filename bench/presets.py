@@ -8,6 +8,9 @@ sd15-default the same models on CUDA in half precision, the default request
              (512x512, 10 keyframes, 50 steps)
 sdxl         the full SDXL base architecture (bench/sdxl.py) and the full default FILM,
              random weights, CUDA half precision, the default request at 1024x768
+sd15-upscale sd15-default's models and request with upscale=4x, and the upscaler's full
+             architecture (realesr-general-x4v3: SRVGGNetCompact, 64 features, 32
+             convolutions) with random weights; pipeline only, MP4 and GIF
 largest      tiny weights on CPU, the largest request the contract allows, pipeline only
 """
 
@@ -21,7 +24,7 @@ import torch
 import film_net
 from animate import Components, Settings, load_components
 from animate.tiny import write_tiny_sdxl_weights, write_tiny_weights, write_tokenizer
-from animate.weights import place_unet, place_vae
+from animate.weights import place_unet, place_vae, spandrel
 from bench import sd15, sdxl
 
 PROMPTS = (
@@ -36,7 +39,7 @@ DEFAULT_REQUEST = Settings(prompts=PROMPTS, seed=SEED)
 
 @dataclass(frozen=True)
 class Preset:
-    """models: "tiny", "tiny-sdxl", "sd15" or "sdxl"; compare: run the reference too (else
+    """models: "tiny", "tiny-sdxl", "sd15", "sd15-upscaler" or "sdxl"; compare: run the reference too (else
     the pipeline only); output_formats: one pipeline run per format when not comparing."""
 
     name: str
@@ -99,6 +102,15 @@ PRESETS = {
         dtype=torch.float16,
         # SDXL is trained at about a megapixel; 1024x768 is the largest size the inputs allow.
         settings=dataclasses.replace(DEFAULT_REQUEST, width=1024, height=768),
+    ),
+    "sd15-upscale": Preset(
+        name="sd15-upscale",
+        models="sd15-upscaler",
+        device="cuda",
+        dtype=torch.float16,
+        settings=dataclasses.replace(DEFAULT_REQUEST, upscale="4x"),
+        compare=False,  # the reference, the original model, has no upscaling
+        output_formats=("mp4", "gif"),
     ),
     "largest": Preset(
         name="largest",
@@ -188,8 +200,20 @@ def sdxl_components(device: str, dtype: torch.dtype) -> Components:
     )
 
 
+def random_upscaler(device: str, dtype: torch.dtype) -> spandrel.ImageModelDescriptor:
+    """realesr-general-x4v3's architecture (Real-ESRGAN's SRVGGNetCompact: 64 features, 32
+    convolutions, 4x) with random weights, loaded through spandrel as the real file is."""
+    torch.manual_seed(sd15.WEIGHTS_SEED + 5)
+    model = spandrel.architectures.Compact.Compact(num_feat=64, num_conv=32, upscale=4)
+    upscaler = spandrel.ModelLoader(device).load_from_state_dict(model.state_dict())
+    return upscaler.to(dtype).eval()
+
+
 def build_components(preset: Preset) -> Components:
     """The preset's models on its device in its dtype."""
+    if preset.models == "sd15-upscaler":
+        components = sd15_components(preset.device, preset.dtype)
+        return dataclasses.replace(components, upscaler=random_upscaler(preset.device, preset.dtype))
     if preset.models == "tiny":
         return tiny_components(preset.device, preset.dtype)
     if preset.models == "tiny-sdxl":

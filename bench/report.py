@@ -21,6 +21,7 @@ STAGE_LABELS = {
     "keyframe_denoise": "keyframe denoise",
     "decode": "decode",
     "inbetweens": "in-betweens",
+    "upscale": "upscale",
     "encode": "encode",
 }
 
@@ -32,6 +33,18 @@ def describe_request(settings: Settings) -> str:
         f"prompt_strength {settings.prompt_strength}, guidance {settings.guidance_scale}, "
         f"{'FILM' if settings.film_interpolation else 'latent'} S={settings.num_interpolation_steps}, "
         f"{'ping-pong, ' if settings.ping_pong else ''}{settings.output_format}, seed {settings.seed}"
+        f"{'' if settings.upscale == 'none' else f', upscale {settings.upscale}'}"
+    )
+
+
+def upscale_line(name: str, gflop_per_frame: float, frames: int, seconds: float, rest_seconds: float) -> str:
+    """What upscaling cost in one run: its GFLOP (per frame and in all), its stage's time, and
+    the time of the rest of the request, which the cost is weighed against."""
+    total = gflop_per_frame * frames
+    rate = f"{total / seconds / 1000:.2f} TFLOP/s" if seconds > 0 else "-"
+    return (
+        f"{name}: upscale stage {seconds:.2f} s for {frames} frames x {gflop_per_frame:,.1f} GFLOP = "
+        f"{total:,.0f} GFLOP ({rate}); the rest of the request {rest_seconds:.2f} s"
     )
 
 

@@ -1,19 +1,23 @@
 """script/download-weights --checkpoint sd15|sd21|sdxl: what each fetches, where, and that what
 it fetches is what animate.load_components reads (the hub replaced by tiny checkpoints laid
-out as the hub's repositories are, fp16 variant files included)."""
+out as the hub's repositories are, fp16 variant files included); the upscaler, from
+Real-ESRGAN's release, kept only when its SHA-256 is the recorded one."""
 
+import hashlib
+import io
 import json
 import shutil
 import subprocess
 import sys
+import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
 from huggingface_hub.utils import filter_repo_objects
 
-from animate.tiny import write_tiny_sd2_weights, write_tiny_sdxl_weights, write_tiny_weights
-from animate.weights import load_components
+from animate.tiny import write_tiny_sd2_weights, write_tiny_sdxl_weights, write_tiny_upscaler, write_tiny_weights
+from animate.weights import UPSCALER_FILE, load_components, load_upscaler
 from tests.conftest import REPO_ROOT
 from tests.test_package import load_script
 
@@ -166,3 +170,70 @@ def test_fetching_the_same_checkpoint_again_goes_on(tmp_path):
 def test_the_checkpoints_tell_each_other_apart():
     widths = [checkpoint.cross_attention_dim for checkpoint in script.CHECKPOINTS.values()]
     assert len(set(widths)) == len(widths)
+
+
+# The upscaler: Real-ESRGAN's release file, its SHA-256 checked (the release replaced by bytes).
+
+
+def fake_urlopen(body: bytes, opened: list):
+    """urllib.request.urlopen over `body`, recording each URL opened."""
+
+    def urlopen(url, timeout):
+        opened.append(url)
+        return io.BytesIO(body)
+
+    return urlopen
+
+
+def test_dry_run_names_the_upscalers_release_checksum_and_place(tmp_path):
+    target = tmp_path / "w" / "upscaler" / "realesr-general-x4v3.pth"
+    plan = (
+        f"Would fetch {script.UPSCALER_URL} (Real-ESRGAN's release, 4,885,111 bytes)\n"
+        f"  check its SHA-256 is {script.UPSCALER_SHA256}\n"
+        f"and write {target}\n"
+    )
+    assert script.UPSCALER_URL == (
+        "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.5.0/realesr-general-x4v3.pth"
+    )
+    assert dry_run(tmp_path / "w").endswith(plan)
+    assert dry_run(tmp_path / "w", "--upscaler-only") == plan
+    assert script.UPSCALER_FILE == UPSCALER_FILE  # where animate.load_components looks
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_upscaler_fetched_is_checked_and_loads_as_setup_loads_it(tmp_path):
+    write_tiny_upscaler(tmp_path / "release" / "realesr-general-x4v3.pth")
+    body = (tmp_path / "release" / "realesr-general-x4v3.pth").read_bytes()
+    weights, opened = tmp_path / "weights", []
+    target = weights / UPSCALER_FILE
+    script.fetch_checked(script.UPSCALER_URL, hashlib.sha256(body).hexdigest(), target, fake_urlopen(body, opened))
+    assert opened == [script.UPSCALER_URL] and target.read_bytes() == body
+    assert load_upscaler(weights, torch.device("cpu"), torch.float32).scale == 4
+    script.fetch_checked(script.UPSCALER_URL, hashlib.sha256(body).hexdigest(), target, fake_urlopen(body, opened))
+    assert opened == [script.UPSCALER_URL]  # already there: not fetched again
+
+
+def test_a_download_with_another_checksum_is_not_kept(tmp_path):
+    opened = []
+    with pytest.raises(script.FetchError) as caught:
+        script.fetch_upscaler(tmp_path, fake_urlopen(b"a page that is not the model", opened))
+    got = hashlib.sha256(b"a page that is not the model").hexdigest()
+    assert str(caught.value) == (
+        f"The file downloaded from {script.UPSCALER_URL} has SHA-256 {got}, not the {script.UPSCALER_SHA256} that "
+        "script/download-weights expects, so it was not kept: run this again, and if it differs again, the file "
+        "at that address has changed and should not be used."
+    )
+    assert list((tmp_path / "upscaler").iterdir()) == []  # neither the file nor a partial one
+
+
+def test_a_failed_download_of_the_upscaler_is_one_sentence(tmp_path):
+    def refused(url, timeout):
+        raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+
+    with pytest.raises(script.FetchError) as caught:
+        script.fetch_upscaler(tmp_path, refused)
+    assert str(caught.value) == (
+        f"Could not download {script.UPSCALER_URL} (URLError: <urlopen error [Errno 111] Connection refused>): "
+        "check the network connection and run this again."
+    )
+    assert list((tmp_path / "upscaler").iterdir()) == []

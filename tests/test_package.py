@@ -56,7 +56,23 @@ def test_cog_yaml_has_the_build_and_predictor():
     assert config["build"]["python_requirements"] == "requirements.txt"
     assert config["predict"] == "predict.py:Predictor"
     assert set(config) == {"build", "predict"}
-    assert set(config["build"]) == {"gpu", "cuda", "python_version", "python_requirements", "sdk_version"}
+    assert set(config["build"]) == {"gpu", "cuda", "python_version", "python_requirements", "sdk_version", "run"}
+
+
+def test_the_image_and_the_venv_install_spandrel_without_its_dependencies():
+    """spandrel declares torchvision, which must never be installed (requirements-nodeps.txt
+    says why): cog.yaml's run commands (which come after python_requirements and cannot read
+    the code) and the Makefile install requirements-nodeps.txt's pins with --no-deps."""
+    nodeps = pins(REPO_ROOT / "requirements-nodeps.txt")
+    assert set(nodeps) == {"spandrel"}
+    assert cog_config()["build"]["run"] == [f"pip install --no-deps {name}=={version}" for name, version in nodeps.items()]
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "$(PY) -m pip install --no-deps -r requirements-nodeps.txt" in makefile
+    runtime = pins(REPO_ROOT / "requirements.txt")
+    for needed in ("einops", "safetensors", "numpy", "typing_extensions"):  # spandrel's others, but torch
+        assert needed in runtime, needed
+    assert not set(nodeps) & set(runtime)
+    assert importlib.util.find_spec("torchvision") is None
 
 
 def test_cog_yaml_names_the_cuda_of_the_pinned_torch():
@@ -82,7 +98,7 @@ def test_predict_reference_resolves_to_a_predictor():
     assert (REPO_ROOT / file_name).is_file()
     info = _inspector.create_predictor(Path(file_name).stem, class_name)
     assert issubclass(getattr(sys.modules[Path(file_name).stem], class_name), BasePredictor)
-    assert len(info.inputs) == 23  # the hosted model's 15, then this package's 8
+    assert len(info.inputs) == 24  # the hosted model's 15, then this package's 9
 
 
 def test_runtime_requirements_are_exact_pins_of_the_stack():
@@ -103,7 +119,7 @@ def test_dev_requirements_add_to_the_local_ones():
 
 
 def test_installed_versions_are_the_pinned_ones():
-    for requirements in ("requirements.txt", "requirements-cog.txt", "requirements-dev.txt"):
+    for requirements in ("requirements.txt", "requirements-nodeps.txt", "requirements-cog.txt", "requirements-dev.txt"):
         for name, version in pins(REPO_ROOT / requirements).items():
             # `==2.13.0` accepts a local build such as 2.13.0+cpu (PEP 440), so drop the label.
             installed = importlib.metadata.version(name).split("+")[0]

@@ -51,6 +51,7 @@ EXTRA_INPUTS = {
     "audio_pace_strength": {"type": "number", "default": 0.5, "minimum": 0, "maximum": 1},
     "loop": {"type": "boolean", "default": False},
     "pacing": {"type": "string", "default": "linear", "enum": ["linear", "even"]},
+    "upscale": {"type": "string", "default": "none", "enum": ["none", "2x", "4x"]},
 }
 
 # Keys that only describe presentation or how the schema is assembled.

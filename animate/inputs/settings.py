@@ -34,7 +34,18 @@ INPUT_DEFAULTS = {
     "audio_pace_strength": 0.5,
     "loop": False,
     "pacing": "linear",
+    "upscale": "none",
 }
+
+# The upscale input's choices and the factor each multiplies the frame's sides by.
+UPSCALE_FACTORS = {"none": 1, "2x": 2, "4x": 4}
+# The largest frame the animation may have, in pixels: 4096x2304, or 36,864 of H.264's
+# 16x16 macroblocks, the most that H.264 levels 5.1 and 5.2 allow in a frame. Those are the
+# highest levels that the hardware video decoders of phones and computers commonly play
+# (4K video); libx264 would encode larger frames at level 6, which many of them refuse.
+# GIFs are held to the same bound (docs/behaviour.md, "Upscaling", says what they weigh).
+# With the sizes the inputs allow it refuses one request only: 4x of 1024x768.
+MAX_OUTPUT_PIXELS = 4096 * 2304
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,23 @@ class Settings:
     audio_pace_strength: float = INPUT_DEFAULTS["audio_pace_strength"]
     loop: bool = INPUT_DEFAULTS["loop"]
     pacing: str = INPUT_DEFAULTS["pacing"]
+    upscale: str = INPUT_DEFAULTS["upscale"]
+
+    @property
+    def upscale_factor(self) -> int:
+        """What `upscale` multiplies the width and the height of every frame by: 1, 2 or 4."""
+        return UPSCALE_FACTORS[self.upscale]
+
+
+def check_output_size(width: int, height: int, upscale: str) -> None:
+    """InputError when width x height upscaled by `upscale` is over MAX_OUTPUT_PIXELS."""
+    factor = UPSCALE_FACTORS[upscale]
+    if width * factor * height * factor > MAX_OUTPUT_PIXELS:
+        raise InputError(
+            f"upscale={upscale} would make frames of {width * factor}x{height * factor} pixels, more than "
+            f"the largest output, {MAX_OUTPUT_PIXELS:,} pixels (4096x2304, what H.264 players decode): "
+            "choose a smaller upscale, width or height."
+        )
 
 
 def draw_seed() -> int:
@@ -97,9 +125,10 @@ def settings_from_inputs(
     audio_pace_strength: float = INPUT_DEFAULTS["audio_pace_strength"],
     loop: bool = INPUT_DEFAULTS["loop"],
     pacing: str = INPUT_DEFAULTS["pacing"],
+    upscale: str = INPUT_DEFAULTS["upscale"],
 ) -> Settings:
     """Validate what the server schema cannot (prompt content, seed range, inputs that
-    cannot go together) and fix the seed.
+    cannot go together, the upscaled size) and fix the seed.
 
     Bounds and choices of the other inputs are declared once, in predict.py, and enforced
     by the server before predict() runs. Prints `Using seed: N`.
@@ -113,6 +142,7 @@ def settings_from_inputs(
             "loop and gif_ping_pong cannot both be true: a loop already ends where it starts, "
             "so set one of them to false."
         )
+    check_output_size(int(width), int(height), str(upscale))
     if seed is None:
         seed = draw_seed()
     elif not 0 <= seed <= MAX_SEED:
@@ -143,6 +173,7 @@ def settings_from_inputs(
         audio_pace_strength=float(audio_pace_strength),
         loop=bool(loop),
         pacing=str(pacing),
+        upscale=str(upscale),
     )
 
 

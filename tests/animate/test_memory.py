@@ -55,3 +55,11 @@ def test_usable_cuda_memory_does_not_change_when_the_allocator_cache_grows():
     cache = 7 * GIB  # kept by the allocator after the first prediction
     second = memory.usable_cuda_bytes(free=60 * GIB - cache, reserved=allocated + cache, allocated=allocated)
     assert first == second == 60 * GIB
+
+
+def test_upscaler_pixels_per_call_fit_usable_cuda_memory():
+    usable = memory.UPSCALER_BYTES_PER_INPUT_PIXEL * 512 * 512 * 2  # two 512x512 frames in fp16
+    assert memory.upscale_pixels_per_call(usable, element_size=2) == 512 * 512  # half of it
+    assert memory.upscale_pixels_per_call(usable, element_size=4) == 512 * 512 // 2
+    assert memory.upscale_pixels_per_call(1 << 40, element_size=2) == memory.MAX_UPSCALE_PIXELS
+    assert memory.upscale_pixels_per_call(None, element_size=4) == memory.CPU_UPSCALE_PIXELS

@@ -18,6 +18,9 @@ from animate.pipeline import keyframe_embeddings, walk_embedding
 from animate.progress import STAGES, Progress
 from animate.text.clip import encode_prompts
 
+# The stages a walk without `upscale` enters: all but upscaling.
+WALK_STAGES = set(STAGES) - {"upscale"}
+
 
 def settings(**overrides):
     """The default request, made small, with `overrides`."""
@@ -110,7 +113,7 @@ def test_without_encoding_the_frames_are_made_and_no_animation_is_written(compon
     outputs = list(animate(components, settings(intermediate_output=True), tmp_path, progress=progress, encode=False))
     assert [path.name for path in outputs] == ["keyframe-000.png", "keyframe-001.png", "keyframe-002.png"]
     assert sorted(path.name for path in tmp_path.iterdir()) == [path.name for path in outputs]
-    assert set(progress.seconds) == set(STAGES) - {"encode"}  # every frame made, none encoded
+    assert set(progress.seconds) == WALK_STAGES - {"encode"}  # every frame made, none encoded
 
 
 def test_first_and_last_keyframes_are_the_end_prompts_exactly(components):
@@ -208,7 +211,7 @@ def test_every_stage_is_reported_by_the_walk(components, tmp_path, overrides):
     walk = settings(num_animation_frames=3, **overrides)  # 3 prompts, 3 per segment: K = 5
     outputs = list(animate(components, walk, tmp_path, progress=progress))
 
-    assert set(progress.seconds) == set(STAGES)
+    assert set(progress.seconds) == WALK_STAGES
     assert all(seconds >= 0 for seconds in progress.seconds.values())
     # In the walk's order, the in-betweens made inside "encode", which runs alongside.
     order = ["text", "shared_denoise", "keyframe_denoise", "decode", "encode", "inbetweens"]
@@ -239,6 +242,20 @@ def test_a_nested_stage_is_not_counted_in_the_enclosing_one(capsys, monkeypatch)
     with pytest.raises(ValueError, match="unknown stage 'denoise'"):
         with progress.stage("denoise"):
             pass
+
+
+def test_a_stage_nested_two_deep_is_counted_and_logged_on_its_own(capsys, monkeypatch):
+    """Upscaling runs inside the in-betweens' stage, inside encoding's."""
+    clock = iter([0.0, 1.0, 2.0, 5.0, 6.0, 10.0])  # encode 0-10 > in-betweens 1-6 > upscale 2-5
+    progress = Progress()
+    monkeypatch.setattr(progress, "now", lambda: next(clock))
+    with progress.stage("encode"):
+        with progress.stage("inbetweens"):
+            with progress.stage("upscale"):
+                pass
+    assert progress.seconds == {"upscale": 3.0, "inbetweens": 2.0, "encode": 5.0}
+    lines = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
+    assert lines == ["in-betweens took 2.0 s", "upscaling took 3.0 s", "encoding took 5.0 s"]
 
 
 def test_frame_progress_is_logged_about_ten_times(capsys):
@@ -322,7 +339,7 @@ def test_a_walk_from_an_init_image_runs_no_shared_steps_and_reports_every_stage(
         hook.remove()
     assert [path.name for path in outputs] == ["animation.gif"]
     # The shared start is the picture, noised: a stage with no steps, timed like any other.
-    assert set(progress.seconds) == set(STAGES)
+    assert set(progress.seconds) == WALK_STAGES
     assert [name for name, _ in progress.steps if name == "shared_denoise"] == []
     # PNDM: 5 calls for 4 steps, 2 skipped; batches of 4 and 1 keyframes, the first step's
     # unconditional half once for all.

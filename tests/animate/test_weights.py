@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from animate.tiny import (
     SD21_SCHEDULER,
@@ -15,7 +16,17 @@ from animate.tiny import (
     write_tiny_sdxl_weights,
     write_tiny_weights,
 )
-from animate.weights import HOW_TO_GET_WEIGHTS, Components, WeightsError, load_components
+from animate.weights import (
+    HOW_TO_GET_WEIGHTS,
+    UPSCALER_FILE,
+    Components,
+    WeightsError,
+    load_components,
+    load_upscaler,
+    require_upscaler,
+    spandrel,
+    upscaler_summary,
+)
 from tests.conftest import REPO_ROOT
 
 
@@ -40,9 +51,13 @@ def test_tiny_weights_are_deterministic_safetensors_in_the_real_layout(tiny_weig
         "stable-diffusion/tokenizer/merges.txt",
         "stable-diffusion/scheduler/scheduler_config.json",
         "film_net/film_net_style.safetensors",
+        "upscaler/realesr-general-x4v3.pth",
     ]:
         assert required in files
-    assert not any(name.endswith((".bin", ".pt", ".pth", ".ckpt")) for name in files)
+    # Only the upscaler is a PyTorch checkpoint, as Real-ESRGAN's release file is.
+    assert [name for name in files if name.endswith((".bin", ".pt", ".pth", ".ckpt"))] == [
+        "upscaler/realesr-general-x4v3.pth"
+    ]
 
 
 def test_tiny_components_load_like_real_ones(components):
@@ -364,3 +379,102 @@ def test_components_built_without_the_new_fields_are_sd(components):
     built = Components(**fields)
     assert built.kind == "sd" and built.text_encoder_2 is None and built.tokenizer_2 is None
     assert not built.force_zeros_for_empty_prompt
+
+
+# The upscaler (weights/upscaler/realesr-general-x4v3.pth), loaded through spandrel.
+
+
+def upscaler_file(weights_dir):
+    path = weights_dir / UPSCALER_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_the_upscaler_loads_through_spandrel_in_the_models_precision(components, tiny_weights):
+    assert components.upscaler.architecture.name == "RealESRGAN Compact"
+    assert components.upscaler.scale == 4 and components.upscaler.dtype == torch.float32
+    half = load_upscaler(tiny_weights, torch.device("cpu"), torch.float16)
+    assert half.dtype == torch.float16  # as on CUDA: the compact architecture runs in half precision
+    assert upscaler_summary(components.upscaler, tiny_weights) == (
+        "RealESRGAN Compact, 4x, 4,920 parameters, torch.float32"
+    )
+
+
+def test_without_the_upscaler_setup_goes_on_and_only_upscaling_fails(tiny_weights, tmp_path):
+    weights = shutil.copytree(tiny_weights, tmp_path / "weights")
+    (weights / UPSCALER_FILE).unlink()
+    components = load_components(weights, "cpu", torch.float32)
+    assert components.upscaler is None and components.film is not None
+    assert upscaler_summary(None, weights) == (
+        f"none, so upscale=2x and 4x fail: {weights / UPSCALER_FILE} is not there (script/download-weights fetches it)"
+    )
+    require_upscaler(components, "none")
+    with pytest.raises(WeightsError) as caught:
+        require_upscaler(components, "2x")
+    assert str(caught.value) == (
+        "upscale=2x needs the upscaler weights (upscaler/realesr-general-x4v3.pth in the weights directory), which "
+        "this server did not find at setup: leave upscale at none, or fetch them with script/download-weights "
+        "and restart the server."
+    )
+
+
+def test_a_unet_in_the_upscalers_place_fails_in_one_sentence(tiny_weights, tmp_path):
+    path = upscaler_file(tmp_path)
+    unet = tiny_weights / "stable-diffusion" / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(unet), path)  # a PyTorch checkpoint, of a UNet
+    with pytest.raises(WeightsError) as caught:
+        load_upscaler(tmp_path, torch.device("cpu"), torch.float32)
+    assert str(caught.value) == (
+        f"Upscaler weights file {path} holds no upscaler that spandrel recognises (UnsupportedModelError): put "
+        f"Real-ESRGAN's realesr-general-x4v3.pth there ({HOW_TO_GET_WEIGHTS}), or remove it to run without upscaling."
+    )
+    shutil.copy(unet, path)  # the safetensors file itself, under the checkpoint's name
+    with pytest.raises(WeightsError, match=r"is corrupt, truncated or no PyTorch checkpoint \(UnpicklingError"):
+        load_upscaler(tmp_path, torch.device("cpu"), torch.float32)
+
+
+def test_a_truncated_upscaler_file_is_named(tiny_weights, tmp_path):
+    path = upscaler_file(tmp_path)
+    path.write_bytes((tiny_weights / UPSCALER_FILE).read_bytes()[:5000])
+    with pytest.raises(WeightsError) as caught:
+        load_upscaler(tmp_path, torch.device("cpu"), torch.float32)
+    sentence = str(caught.value)
+    assert sentence.startswith(f"Upscaler weights file {path} is corrupt, truncated or no PyTorch checkpoint (")
+    assert sentence.endswith(f"delete it and fetch it again ({HOW_TO_GET_WEIGHTS}).") and "\n" not in sentence
+
+
+def test_an_upscaler_of_another_scale_is_refused_in_one_sentence(tmp_path):
+    path = upscaler_file(tmp_path)
+    model = spandrel.architectures.Compact.Compact(num_feat=8, num_conv=2, upscale=2)
+    torch.save({"params": model.state_dict()}, path)
+    with pytest.raises(WeightsError) as caught:
+        load_upscaler(tmp_path, torch.device("cpu"), torch.float32)
+    assert str(caught.value) == (
+        f"Upscaler weights file {path} holds a RealESRGAN Compact model that makes 3-channel images at 2x, but "
+        f"`upscale` needs a 4x model of RGB pictures: put Real-ESRGAN's realesr-general-x4v3.pth there "
+        f"({HOW_TO_GET_WEIGHTS}), or remove it to run without upscaling."
+    )
+
+
+def test_spandrel_imports_without_torchvision_and_leaves_none_behind():
+    """In a fresh process: spandrel is imported (through animate.weights) with the stand-ins,
+    which are gone afterwards, so transformers still finds no torchvision; the stand-ins
+    refuse to run in one sentence."""
+    script = (
+        "import sys, importlib.util; import animate.weights; import transformers.utils as t; "
+        "assert 'spandrel' in sys.modules; "
+        "print([name for name in sys.modules if name.startswith('torchvision')], "
+        "importlib.util.find_spec('torchvision'), t.is_torchvision_available()); "
+        "from spandrel.architectures.RestoreFormer import tv_normalize\n"
+        "try: tv_normalize(None, [0.5], [0.5])\n"
+        "except RuntimeError as error: print(error)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        "[] None False",
+        "torchvision.transforms.functional.normalize is not available: torchvision is not installed, and this "
+        "package runs only upscalers that do not need it (such as Real-ESRGAN's)",
+    ]

@@ -9,13 +9,13 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor
 
-from animate.progress import STAGES
 from bench import sd15
-from bench.measure import OUTSIDE, HostPeaks
-from bench.presets import PRESETS, build_components, tiny_components
+from bench.measure import OUTSIDE, HostPeaks, upscaler_gflop
+from bench.presets import PRESETS, build_components, random_upscaler, tiny_components
 from bench.reference import original_form
-from bench.report import comparison_table, verdict
+from bench.report import comparison_table, upscale_line, verdict
 from bench.runner import run_comparison, run_pipeline_only
+from tests.animate.test_pipeline import WALK_STAGES
 
 # The tiny models gain nothing from intra-op threads, and spinning threads on a shared
 # 2-core machine make every op slower.
@@ -59,11 +59,11 @@ def test_reference_and_pipeline_make_the_same_keyframes(components, settings):
     assert pipeline.unet_samples == PIPELINE_UNET_SAMPLES
     assert pipeline.unet_calls < PIPELINE_UNET_SAMPLES
     for side in (reference, pipeline):
-        assert set(side.stages) == set(STAGES), side.name
+        assert set(side.stages) == WALK_STAGES, side.name
         assert all(seconds > 0 for seconds in side.stages.values()), side.stages
         assert side.total_s >= sum(side.stages.values()) * 0.999
         assert side.memory.host_peak_mib >= side.memory.host_start_mib > 0
-        assert set(STAGES) <= set(side.memory.host.by_stage)
+        assert WALK_STAGES <= set(side.memory.host.by_stage)
         assert side.memory.host_peak_mib == max(side.memory.host.by_stage.values())
         assert side.animation_size > 0
     assert "TOTAL (s)" in comparison_table(reference, pipeline)
@@ -88,7 +88,7 @@ def test_without_encoding_both_sides_make_every_frame_and_write_no_file(componen
     assert agreement.agree and agreement.same_animation_file is None
     assert verdict(agreement).endswith("animation files not encoded")
     for side in (reference, pipeline):
-        assert set(side.stages) == set(STAGES) - {"encode"}, side.name
+        assert set(side.stages) == WALK_STAGES - {"encode"}, side.name
         assert side.stages["inbetweens"] > 0
         assert side.animation_size is None and side.animation_sha256 is None
 
@@ -97,7 +97,7 @@ def test_pipeline_only_does_not_keep_keyframes(components):
     result = run_pipeline_only(components, SMALL_REQUEST)
 
     assert result.keyframes is None
-    assert set(result.stages) == set(STAGES)
+    assert set(result.stages) == WALK_STAGES
     assert result.unet_samples == PIPELINE_UNET_SAMPLES
 
 
@@ -177,3 +177,19 @@ def test_host_peaks_book_a_peak_to_every_open_stage_of_a_thread():
     before = peaks.by_stage[OUTSIDE]
     assert peaks.by_stage["inbetweens"] >= before + allocated_mib * 0.9
     assert peaks.by_stage["encode"] >= before + allocated_mib * 0.9
+
+
+def test_the_upscale_presets_upscaler_is_realesr_general_x4v3s_architecture_and_its_gflop_counted():
+    """1,213,296 parameters as the real file holds (64 features, 32 convolutions); per input
+    pixel 3*64*9 + 32*64*64*9 + 64*48*9 multiply-adds, two FLOP each."""
+    upscaler = random_upscaler("cpu", torch.float32)
+    assert (upscaler.architecture.name, upscaler.scale) == ("RealESRGAN Compact", 4)
+    assert sum(parameter.numel() for parameter in upscaler.model.parameters()) == 1_213_296
+    multiply_adds = 3 * 64 * 9 + 32 * 64 * 64 * 9 + 64 * 48 * 9
+    assert upscaler_gflop(upscaler, 512, 512) == pytest.approx(2 * multiply_adds * 512 * 512 / 1e9)
+    assert PRESETS["sd15-upscale"].settings.upscale == "4x"
+    line = upscale_line("pipeline (gif)", 633.9, 46, 0.5, 3.0)
+    assert line == (
+        "pipeline (gif): upscale stage 0.50 s for 46 frames x 633.9 GFLOP = 29,159 GFLOP (58.32 TFLOP/s); "
+        "the rest of the request 3.00 s"
+    )

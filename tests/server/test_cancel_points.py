@@ -1,4 +1,4 @@
-"""Cancelling at every stage of the walk, and by disconnecting: the prediction ends as
+"""Cancelling at every stage of the walk (upscaling too), and by disconnecting: the prediction ends as
 canceled within about one unit of work, leaves no half-written file, kills its ffmpeg,
 and the next prediction runs.
 
@@ -63,6 +63,14 @@ STAGES = [
          "film_interpolation": False, "output_format": "mp4"},
         r"in-betweens: (\d+)/\d+ frames",
         r"in-betweens: \d+/\d+ frames",
+    ),
+    (
+        # Every frame upscaled 2x (to 256x256) in batches of 16 on CPU, streaming into ffmpeg.
+        "upscaling",
+        {**SMALL, "num_inference_steps": 2, "num_animation_frames": 12, "num_interpolation_steps": 20,
+         "film_interpolation": False, "output_format": "mp4", "upscale": "2x"},
+        r"upscaling: (\d+)/\d+ frames",
+        r"upscaling: \d+/\d+ frames",
     ),
 ]
 

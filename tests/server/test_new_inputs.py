@@ -1,8 +1,9 @@
-"""The four inputs beyond the hosted model's, through the real server.
+"""The first four inputs beyond the hosted model's, through the real server (the fifth,
+upscale: test_upscale_server.py).
 
 negative_prompt, init_image, scheduler and disable_safety_checker are each accepted and
-change the animation where they should, and leave it byte for byte as it was at their
-defaults. init_image arrives as a data URI or an http URL, which the server fetches into a
+change the animation where they should, and leave it (with upscale too) byte for byte as it
+was at their defaults. init_image arrives as a data URI or an http URL, which the server fetches into a
 file; a hostile picture ends as a one-sentence failure or a success, and the server is
 READY afterwards. Requests are small (128x128, 4 steps, 2 keyframes, S = 2): a fraction of
 a second each with the tiny weights.
@@ -99,9 +100,11 @@ def picture_host() -> PictureHost:
 # Defaults
 
 
-def test_the_four_inputs_at_their_defaults_change_no_byte(server, default_animation):
+def test_the_extra_inputs_at_their_defaults_change_no_byte(server, default_animation):
     # init_image's default is its absence: a null is refused, as for every input (below).
-    at_defaults, _ = animation(server, negative_prompt="", scheduler="default", disable_safety_checker=False)
+    at_defaults, _ = animation(
+        server, negative_prompt="", scheduler="default", disable_safety_checker=False, upscale="none"
+    )
     assert at_defaults == default_animation
 
 

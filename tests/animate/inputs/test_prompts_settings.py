@@ -151,3 +151,25 @@ def test_integral_float_seed_is_used_and_logged_as_an_integer(capsys):
     assert settings.seed == 7 and type(settings.seed) is int
     assert settings.num_inference_steps == 4 and type(settings.num_inference_steps) is int
     assert "Using seed: 7\n" in capsys.readouterr().out
+
+
+def test_upscale_defaults_to_none_and_gives_the_factor():
+    assert settings_from_inputs(**inputs()).upscale_factor == 1
+    for upscale, factor in (("none", 1), ("2x", 2), ("4x", 4)):
+        settings = settings_from_inputs(**inputs(upscale=upscale))
+        assert (settings.upscale, settings.upscale_factor) == (upscale, factor)
+
+
+@pytest.mark.parametrize("width, height, upscale", [(1024, 512, "4x"), (768, 768, "4x"), (1024, 768, "2x")])
+def test_the_largest_upscaled_frames_are_allowed(width, height, upscale):
+    """4096x2048, 3072x3072 (exactly 4096x2304 pixels) and 2048x1536."""
+    assert settings_from_inputs(**inputs(width=width, height=height, upscale=upscale)).upscale == upscale
+
+
+def test_an_upscaled_frame_over_the_largest_output_is_refused_in_one_sentence():
+    with pytest.raises(InputError) as caught:
+        settings_from_inputs(**inputs(width=1024, height=768, upscale="4x"))
+    assert str(caught.value) == (
+        "upscale=4x would make frames of 4096x3072 pixels, more than the largest output, 9,437,184 pixels "
+        "(4096x2304, what H.264 players decode): choose a smaller upscale, width or height."
+    )
