@@ -52,7 +52,7 @@ class Predictor(BasePredictor):
         self.components = animate.load_components(directory, device, dtype)
         print(f"Checkpoint: {self.components.summary()}", flush=True)
         print(
-            "Loaded UNet, VAE, CLIP text encoder, tokenizer, scheduler "
+            f"Loaded UNet, VAE, {self.components.text_models()}, scheduler "
             f"({type(self.components.scheduler).__name__}); "
             f"safety checker: {'yes' if self.components.safety_checker is not None else 'no'}; "
             f"FILM: {'yes' if self.components.film is not None else 'no'}",
