@@ -16,6 +16,7 @@ bytes every time:
                                         both and on the pooled embedding and image sizes,
                                         SDXL's Euler scheduler (weights/tiny-sdxl)
     OUT_DIR/film_net/film_net_style.safetensors   a tiny FILM (film_net.TINY_OPTIONS)
+                                whose in-betweens blend their two keyframes (blend_frames)
 
 They load through animate.load_components exactly like the real weights. There is no
 safety checker: real weights bring their own.
@@ -27,6 +28,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
@@ -39,6 +41,7 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 import film_net
+from film_net.feature_extractor import IMAGE_CHANNELS, feature_channels
 
 SEED = 0
 TEXT_WIDTH = 32  # hidden size of the text encoder = cross-attention width of the UNet
@@ -314,11 +317,43 @@ def write_tiny_stable_diffusion_xl(directory: Path) -> None:
     pipeline.save_pretrained(directory, safe_serialization=True)
 
 
+def blend_frames(film: film_net.FilmNet) -> film_net.FilmNet:
+    """Make a FILM give the average of its two frames as their midpoint, so that its
+    in-betweens blend their keyframes; returns `film`, changed in place.
+
+    With random weights throughout, the tiny FILM made nearly uniform dark frames between
+    colourful keyframes, and the demo's video flashed four times a second. Here the last
+    conv of every flow predictor is zero, so every flow is zero and nothing is warped, and
+    the fusion decoder's last three convs (finest level) pass the two images' average
+    through with centre taps and no bias; the images are in [0, 1], which leaky ReLU
+    leaves as they are. The other weights stay random and still run.
+    """
+    flow = film.predict_flow
+    for predictor in [*flow.flow_predictors, flow.flow_predictor_shared]:
+        nn.init.zeros_(predictor.convs[-1].weight)
+        nn.init.zeros_(predictor.convs[-1].bias)
+    # The finest level of the fusion input: frame 0's image and features, frame 1's, flows.
+    image_1 = IMAGE_CHANNELS + feature_channels(film.options, 0)
+    mix, keep = film.fusion.convs[0][1], film.fusion.convs[0][2]
+    centre = mix.kernel_size[0] // 2
+    for conv in (mix, keep, film.fusion.output_conv):
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+    with torch.no_grad():
+        for channel in range(IMAGE_CHANNELS):
+            mix.weight[channel, channel, centre, centre] = 0.5
+            mix.weight[channel, image_1 + channel, centre, centre] = 0.5
+            keep.weight[channel, channel, centre, centre] = 1.0
+            film.fusion.output_conv.weight[channel, channel, 0, 0] = 1.0
+    return film
+
+
 def write_tiny_film(path: Path) -> None:
-    """A tiny FILM with seeded random weights, options stored in the file's metadata."""
+    """A tiny FILM whose midpoint is the average of its two frames (blend_frames), with
+    seeded random weights elsewhere; options stored in the file's metadata."""
     torch.manual_seed(SEED + 3)
     path.parent.mkdir(parents=True, exist_ok=True)
-    film_net.save(film_net.FilmNet(film_net.TINY_OPTIONS).eval(), path)
+    film_net.save(blend_frames(film_net.FilmNet(film_net.TINY_OPTIONS).eval()), path)
 
 
 def write_weights_directory(out_dir: str | Path, write_stable_diffusion) -> Path:
