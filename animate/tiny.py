@@ -27,9 +27,31 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from torch import nn
-from diffusers import (
+# Where `python -m animate.tiny --kind KIND` writes without an OUT_DIR.
+DEFAULT_OUT_DIRS = {"sd": "weights/tiny", "sd2": "weights/tiny-sd2", "sdxl": "weights/tiny-sdxl"}
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m animate.tiny", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "out_dir", nargs="?", default=None, metavar="OUT_DIR",
+        help="folder to write the tiny weights into (default: weights/tiny, weights/tiny-sd2 or weights/tiny-sdxl)",
+    )
+    parser.add_argument(
+        "--kind", choices=list(DEFAULT_OUT_DIRS), default="sd",
+        help="which kind of Stable Diffusion: sd (SD 1.x, the default), sd2 (v-prediction) or sdxl",
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    # Answer --help and wrong arguments before the imports below, which take seconds.
+    argument_parser().parse_args(sys.argv[1:])
+
+import torch  # noqa: E402
+from diffusers import (  # noqa: E402
     AutoencoderKL,
     DDIMScheduler,
     EulerDiscreteScheduler,
@@ -38,10 +60,11 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from torch import nn  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: E402
 
-import film_net
-from film_net.feature_extractor import IMAGE_CHANNELS, feature_channels
+import film_net  # noqa: E402
+from film_net.feature_extractor import IMAGE_CHANNELS, feature_channels  # noqa: E402
 
 SEED = 0
 TEXT_WIDTH = 32  # hidden size of the text encoder = cross-attention width of the UNet
@@ -379,23 +402,8 @@ def write_tiny_sdxl_weights(out_dir: str | Path) -> Path:
     return write_weights_directory(out_dir, write_tiny_stable_diffusion_xl)
 
 
-# Where `python -m animate.tiny --kind KIND` writes without an OUT_DIR.
-DEFAULT_OUT_DIRS = {"sd": "weights/tiny", "sd2": "weights/tiny-sd2", "sdxl": "weights/tiny-sdxl"}
-
-
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m animate.tiny", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "out_dir", nargs="?", default=None, metavar="OUT_DIR",
-        help="folder to write the tiny weights into (default: weights/tiny, weights/tiny-sd2 or weights/tiny-sdxl)",
-    )
-    parser.add_argument(
-        "--kind", choices=list(DEFAULT_OUT_DIRS), default="sd",
-        help="which kind of Stable Diffusion: sd (SD 1.x, the default), sd2 (v-prediction) or sdxl",
-    )
-    arguments = parser.parse_args(argv)
+    arguments = argument_parser().parse_args(argv)
     # Looked up here, not at import, so that a test can replace a writer.
     writers = {"sd": write_tiny_weights, "sd2": write_tiny_sd2_weights, "sdxl": write_tiny_sdxl_weights}
     out_dir = writers[arguments.kind](arguments.out_dir or DEFAULT_OUT_DIRS[arguments.kind])

@@ -15,19 +15,34 @@ import argparse
 import contextlib
 import io
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
 
-from animate import animate, settings_from_inputs
-from animate.diffusion.schedulers import SCHEDULER_NAMES
-from animate.inputs.init_image import MAX_INIT_IMAGE_PIXELS
-from bench.measure import host_memory_kib, reset_peak_host_memory
-from bench.presets import tiny_components
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.inputs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="rounds; the table shows each row's median (default 5)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    # Answer --help and wrong arguments before the imports below, which take seconds.
+    parse_arguments(sys.argv[1:])
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from animate import animate, settings_from_inputs  # noqa: E402
+from animate.diffusion.schedulers import SCHEDULER_NAMES  # noqa: E402
+from animate.inputs.init_image import MAX_INIT_IMAGE_PIXELS  # noqa: E402
+from bench.measure import host_memory_kib, reset_peak_host_memory  # noqa: E402
+from bench.presets import tiny_components  # noqa: E402
 
 # A small request: 256x256, 10 steps, 3 keyframes, one in-between per gap, FILM, GIF.
 SMALL_REQUEST = dict(
@@ -49,15 +64,6 @@ SMALL_REQUEST = dict(
 )
 LARGE_PHOTO_SIZE = (8000, 5000)  # 40,000,000 pixels: the largest init_image accepted
 SMALL_PHOTO_SIZE = (1024, 768)
-
-
-def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.inputs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeats", type=int, default=5, help="rounds; the table shows each row's median (default 5)")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    return parser.parse_args(argv)
 
 
 def photo_like_jpeg(path: Path, size: tuple[int, int]) -> Path:
