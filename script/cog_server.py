@@ -259,6 +259,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--setup-deadline", type=float, default=300, metavar="SECONDS", help="how long to wait for READY (default 300)"
     )
+    parser.add_argument(
+        "--pid-file", type=Path, metavar="FILE",
+        help="write the server's process id here, for `kill -- -$(cat FILE)`, which stops it and its worker",
+    )
     arguments = parser.parse_args(argv)
     run_with_project_python(("cog",), "run `make schema`, which installs it into .venv")
     arguments.log.parent.mkdir(parents=True, exist_ok=True)
@@ -270,6 +274,8 @@ def main(argv: list[str]) -> None:
     except ServerError as error:
         stop(process)
         raise SystemExit(str(error)) from None
+    if arguments.pid_file:
+        arguments.pid_file.write_text(f"{process.pid}\n")
     print(
         f"READY at http://127.0.0.1:{arguments.port} after {time.monotonic() - started:.1f} s "
         f"(log: {arguments.log}); stop it with: kill -- -{process.pid}",
