@@ -213,6 +213,11 @@ def test_complete_real_weights_are_chosen_unless_another_checkpoint_is_asked_for
     assert "since weights/ holds another checkpoint than SDXL;" in sentence
 
 
+def test_the_way_to_fetch_is_the_asked_for_checkpoints(real_weights):
+    assert "(`make real-weights` fetches them)" in demo.choose_weights(None, {})[1]
+    assert "(`script/download-weights --checkpoint sdxl` fetches them)" in demo.choose_weights("sdxl", {})[1]
+
+
 def test_animate_weights_is_taken_as_given(real_weights):
     assert demo.choose_weights("sdxl", {"ANIMATE_WEIGHTS": "/somewhere"}) == (
         Path("/somewhere"), "Weights: /somewhere, as ANIMATE_WEIGHTS says."
