@@ -2,7 +2,9 @@
 
 The names below are imported on first use (PEP 562), not with the package: the walk needs
 torch and diffusers, which take seconds to import, and `python -m animate.tiny --help`
-(which imports this package first) should answer at once.
+(which imports this package first) should answer at once. None of them is also the name of
+a module of the package, which importing that module would put in its place (spherical
+interpolation is `animate.slerp.slerp`).
 """
 
 import importlib
@@ -19,7 +21,6 @@ EXPORTS = {
     "parse_prompts": "animate.inputs.prompts",
     "ping_pong_order": "animate.inputs.plan",
     "settings_from_inputs": "animate.inputs.settings",
-    "slerp": "animate.slerp",
 }
 
 __all__ = sorted(EXPORTS)

@@ -50,6 +50,10 @@ if __name__ == "__main__":
     # Answer --help and wrong arguments before the imports below, which take seconds.
     argument_parser().parse_args(sys.argv[1:])
 
+# First: importing animate.weights turns the Hugging Face libraries offline and quiet before
+# diffusers and transformers load (see go_offline there).
+from animate.weights import FILM_FILE, STABLE_DIFFUSION_DIR  # noqa: E402
+
 import torch  # noqa: E402
 from diffusers import (  # noqa: E402
     AutoencoderKL,
@@ -382,8 +386,8 @@ def write_tiny_film(path: Path) -> None:
 def write_weights_directory(out_dir: str | Path, write_stable_diffusion) -> Path:
     """out_dir/stable-diffusion by write_stable_diffusion, and the tiny FILM; returns out_dir."""
     out_dir = Path(out_dir)
-    write_stable_diffusion(out_dir / "stable-diffusion")
-    write_tiny_film(out_dir / "film_net" / "film_net_style.safetensors")
+    write_stable_diffusion(out_dir / STABLE_DIFFUSION_DIR)
+    write_tiny_film(out_dir / FILM_FILE)
     return out_dir
 
 
