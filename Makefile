@@ -12,17 +12,23 @@ TINY_WEIGHTS := weights/tiny
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 
-# The demo uses the real weights when script/download-weights has fetched them, else tiny ones.
-# It sends the example request as published; `make demo DEMO_OVERRIDES="--set width=128"`
-# changes inputs of it.
-ifeq ($(wildcard weights/stable-diffusion/model_index.json),)
-ANIMATE_WEIGHTS ?= $(abspath $(TINY_WEIGHTS))
-DEMO_WEIGHTS_TARGET := weights
-else
-ANIMATE_WEIGHTS ?= $(abspath weights)
-DEMO_WEIGHTS_TARGET :=
-endif
+# The demo sends the example request as published; `make demo DEMO_OVERRIDES="--set width=128"`
+# changes inputs of it. It runs the real weights in weights/ when every part of them is there,
+# else tiny ones (script/demo decides, and says which). `make demo CHECKPOINT=sdxl` (or sd21,
+# sd15) runs that checkpoint: the real one when weights/ holds it, else its tiny weights.
+CHECKPOINT ?=
 DEMO_OVERRIDES ?=
+ifeq ($(filter $(CHECKPOINT),sd15 sd21 sdxl),)
+ifneq ($(CHECKPOINT),)
+$(error CHECKPOINT=$(CHECKPOINT) is not a checkpoint: use sd15, sd21 or sdxl)
+endif
+endif
+# The tiny weights of each checkpoint (python -m animate.tiny --kind sd|sd2|sdxl), rewritten
+# when the code that writes them changes.
+TINY_sd15 := $(TINY_WEIGHTS)
+TINY_sd21 := $(TINY_WEIGHTS)-sd2
+TINY_sdxl := $(TINY_WEIGHTS)-sdxl
+TINY_DEPENDENCIES := $(RUNTIME_STAMP) animate/tiny.py $(wildcard film_net/*.py)
 
 .PHONY: help demo test weights real-weights schema bench soak gpu-wheels gpu-check clean
 .DEFAULT_GOAL := help
@@ -31,9 +37,9 @@ DEMO_OVERRIDES ?=
 help:
 	@awk '/^## [a-z-]+: / { name = $$2; sub(/^## [a-z-]+: /, ""); printf "  make %-13s %s\n", substr(name, 1, length(name) - 1), $$0 }' $(firstword $(MAKEFILE_LIST))
 
-## demo: build tiny weights if there are no real ones, start the Cog server, run the example request, print the files in outputs/
-demo: $(RUNTIME_STAMP) $(DEMO_WEIGHTS_TARGET) schema
-	ANIMATE_WEIGHTS=$(ANIMATE_WEIGHTS) $(PY) script/demo $(DEMO_OVERRIDES)
+## demo: start the Cog server on the real weights if complete, else tiny ones (CHECKPOINT=sdxl: SDXL), run the example request, save the files in outputs/
+demo: $(RUNTIME_STAMP) $(TINY_$(or $(CHECKPOINT),sd15))/stable-diffusion/model_index.json schema
+	$(PY) script/demo $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(DEMO_OVERRIDES)
 
 ## test: run the whole test suite (CPU, tiny weights, the real Cog server)
 test: $(DEV_STAMP) schema
@@ -42,8 +48,14 @@ test: $(DEV_STAMP) schema
 ## weights: write the tiny random-weight models to weights/tiny
 weights: $(TINY_WEIGHTS)/stable-diffusion/model_index.json
 
-$(TINY_WEIGHTS)/stable-diffusion/model_index.json: $(RUNTIME_STAMP) animate/tiny.py $(wildcard film_net/*.py)
-	$(PY) -m animate.tiny $(TINY_WEIGHTS)
+$(TINY_sd15)/stable-diffusion/model_index.json: $(TINY_DEPENDENCIES)
+	$(PY) -m animate.tiny --kind sd $(TINY_sd15)
+
+$(TINY_sd21)/stable-diffusion/model_index.json: $(TINY_DEPENDENCIES)
+	$(PY) -m animate.tiny --kind sd2 $(TINY_sd21)
+
+$(TINY_sdxl)/stable-diffusion/model_index.json: $(TINY_DEPENDENCIES)
+	$(PY) -m animate.tiny --kind sdxl $(TINY_sdxl)
 
 ## real-weights: fetch Stable Diffusion 1.5 and FILM into weights/ (needs the hub; converting FILM needs TensorFlow)
 real-weights: $(DEV_STAMP)

@@ -52,7 +52,7 @@ class Predictor(BasePredictor):
         self.components = animate.load_components(directory, device, dtype)
         print(f"Checkpoint: {self.components.summary()}", flush=True)
         print(
-            "Loaded UNet, VAE, CLIP text encoder, tokenizer, scheduler "
+            f"Loaded UNet, VAE, {self.components.text_models()}, scheduler "
             f"({type(self.components.scheduler).__name__}); "
             f"safety checker: {'yes' if self.components.safety_checker is not None else 'no'}; "
             f"FILM: {'yes' if self.components.film is not None else 'no'}",
@@ -120,11 +120,14 @@ class Predictor(BasePredictor):
         ),
         # Optional, not `int = Input(default=None)`: cog 0.23's schema makes a bare int with
         # a None default *required*, and the contract lets callers leave the seed out.
+        # The bounds of torch.Generator.manual_seed, which the hosted model gave the seed to
+        # (animate.inputs.settings.MIN_SEED, MAX_SEED). cog build writes them through float64,
+        # so the deployed maximum is 2**64 and predict() refuses that one value itself.
         seed: Optional[int] = Input(
             description="Random seed. Leave blank to randomize the seed",
             default=None,
-            ge=0,
-            le=4294967295,
+            ge=-9223372036854775808,
+            le=18446744073709551615,
         ),
         output_format: str = Input(
             description="Output file format", choices=["gif", "mp4"], default="gif"

@@ -16,6 +16,7 @@ bytes every time:
                                         both and on the pooled embedding and image sizes,
                                         SDXL's Euler scheduler (weights/tiny-sdxl)
     OUT_DIR/film_net/film_net_style.safetensors   a tiny FILM (film_net.TINY_OPTIONS)
+                                whose in-betweens blend their two keyframes (blend_frames)
     OUT_DIR/upscaler/realesr-general-x4v3.pth      a tiny upscaler of the real one's
                                 architecture (Real-ESRGAN's SRVGGNetCompact, 4x), with
                                 8 features and 2 convolutions instead of 64 and 32, saved
@@ -30,8 +31,35 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from diffusers import (
+# Where `python -m animate.tiny --kind KIND` writes without an OUT_DIR.
+DEFAULT_OUT_DIRS = {"sd": "weights/tiny", "sd2": "weights/tiny-sd2", "sdxl": "weights/tiny-sdxl"}
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m animate.tiny", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "out_dir", nargs="?", default=None, metavar="OUT_DIR",
+        help="folder to write the tiny weights into (default: weights/tiny, weights/tiny-sd2 or weights/tiny-sdxl)",
+    )
+    parser.add_argument(
+        "--kind", choices=list(DEFAULT_OUT_DIRS), default="sd",
+        help="which kind of Stable Diffusion: sd (SD 1.x, the default), sd2 (v-prediction) or sdxl",
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    # Answer --help and wrong arguments before the imports below, which take seconds.
+    argument_parser().parse_args(sys.argv[1:])
+
+# First: importing animate.weights turns the Hugging Face libraries offline and quiet before
+# diffusers and transformers load (see go_offline there).
+from animate.weights import FILM_FILE, STABLE_DIFFUSION_DIR, UPSCALER_FILE, spandrel  # noqa: E402
+
+import torch  # noqa: E402
+from diffusers import (  # noqa: E402
     AutoencoderKL,
     DDIMScheduler,
     EulerDiscreteScheduler,
@@ -40,10 +68,11 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from torch import nn  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: E402
 
-import film_net
-from animate.weights import UPSCALER_FILE, spandrel
+import film_net  # noqa: E402
+from film_net.feature_extractor import IMAGE_CHANNELS, feature_channels  # noqa: E402
 
 SEED = 0
 TEXT_WIDTH = 32  # hidden size of the text encoder = cross-attention width of the UNet
@@ -319,11 +348,43 @@ def write_tiny_stable_diffusion_xl(directory: Path) -> None:
     pipeline.save_pretrained(directory, safe_serialization=True)
 
 
+def blend_frames(film: film_net.FilmNet) -> film_net.FilmNet:
+    """Make a FILM give the average of its two frames as their midpoint, so that its
+    in-betweens blend their keyframes; returns `film`, changed in place.
+
+    With random weights throughout, the tiny FILM made nearly uniform dark frames between
+    colourful keyframes, and the demo's video flashed four times a second. Here the last
+    conv of every flow predictor is zero, so every flow is zero and nothing is warped, and
+    the fusion decoder's last three convs (finest level) pass the two images' average
+    through with centre taps and no bias; the images are in [0, 1], which leaky ReLU
+    leaves as they are. The other weights stay random and still run.
+    """
+    flow = film.predict_flow
+    for predictor in [*flow.flow_predictors, flow.flow_predictor_shared]:
+        nn.init.zeros_(predictor.convs[-1].weight)
+        nn.init.zeros_(predictor.convs[-1].bias)
+    # The finest level of the fusion input: frame 0's image and features, frame 1's, flows.
+    image_1 = IMAGE_CHANNELS + feature_channels(film.options, 0)
+    mix, keep = film.fusion.convs[0][1], film.fusion.convs[0][2]
+    centre = mix.kernel_size[0] // 2
+    for conv in (mix, keep, film.fusion.output_conv):
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+    with torch.no_grad():
+        for channel in range(IMAGE_CHANNELS):
+            mix.weight[channel, channel, centre, centre] = 0.5
+            mix.weight[channel, image_1 + channel, centre, centre] = 0.5
+            keep.weight[channel, channel, centre, centre] = 1.0
+            film.fusion.output_conv.weight[channel, channel, 0, 0] = 1.0
+    return film
+
+
 def write_tiny_film(path: Path) -> None:
-    """A tiny FILM with seeded random weights, options stored in the file's metadata."""
+    """A tiny FILM whose midpoint is the average of its two frames (blend_frames), with
+    seeded random weights elsewhere; options stored in the file's metadata."""
     torch.manual_seed(SEED + 3)
     path.parent.mkdir(parents=True, exist_ok=True)
-    film_net.save(film_net.FilmNet(film_net.TINY_OPTIONS).eval(), path)
+    film_net.save(blend_frames(film_net.FilmNet(film_net.TINY_OPTIONS).eval()), path)
 
 
 # The tiny upscaler: realesr-general-x4v3 has 64 features and 32 body convolutions.
@@ -350,8 +411,8 @@ def write_weights_directory(out_dir: str | Path, write_stable_diffusion) -> Path
     """out_dir/stable-diffusion by write_stable_diffusion, the tiny FILM and the tiny
     upscaler; returns out_dir."""
     out_dir = Path(out_dir)
-    write_stable_diffusion(out_dir / "stable-diffusion")
-    write_tiny_film(out_dir / "film_net" / "film_net_style.safetensors")
+    write_stable_diffusion(out_dir / STABLE_DIFFUSION_DIR)
+    write_tiny_film(out_dir / FILM_FILE)
     write_tiny_upscaler(out_dir / UPSCALER_FILE)
     return out_dir
 
@@ -371,23 +432,8 @@ def write_tiny_sdxl_weights(out_dir: str | Path) -> Path:
     return write_weights_directory(out_dir, write_tiny_stable_diffusion_xl)
 
 
-# Where `python -m animate.tiny --kind KIND` writes without an OUT_DIR.
-DEFAULT_OUT_DIRS = {"sd": "weights/tiny", "sd2": "weights/tiny-sd2", "sdxl": "weights/tiny-sdxl"}
-
-
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m animate.tiny", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "out_dir", nargs="?", default=None, metavar="OUT_DIR",
-        help="folder to write the tiny weights into (default: weights/tiny, weights/tiny-sd2 or weights/tiny-sdxl)",
-    )
-    parser.add_argument(
-        "--kind", choices=list(DEFAULT_OUT_DIRS), default="sd",
-        help="which kind of Stable Diffusion: sd (SD 1.x, the default), sd2 (v-prediction) or sdxl",
-    )
-    arguments = parser.parse_args(argv)
+    arguments = argument_parser().parse_args(argv)
     # Looked up here, not at import, so that a test can replace a writer.
     writers = {"sd": write_tiny_weights, "sd2": write_tiny_sd2_weights, "sdxl": write_tiny_sdxl_weights}
     out_dir = writers[arguments.kind](arguments.out_dir or DEFAULT_OUT_DIRS[arguments.kind])

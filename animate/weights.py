@@ -212,6 +212,13 @@ class Components:
         prediction = self.scheduler.config.get("prediction_type", "epsilon")
         return f"{KIND_NAMES[self.kind]} ({class_name}), prediction type {prediction}"
 
+    def text_models(self) -> str:
+        """The text side, for setup's log: "CLIP text encoder, tokenizer", or SDXL's two of each."""
+        if self.kind == "sdxl":
+            classes = f"{type(self.text_encoder).__name__}, {type(self.text_encoder_2).__name__}"
+            return f"two CLIP text encoders ({classes}) and their two tokenizers"
+        return "CLIP text encoder, tokenizer"
+
 
 def require(path: Path) -> Path:
     """Return path, or raise WeightsError naming it and how to get the weights."""

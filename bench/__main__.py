@@ -5,33 +5,16 @@ import dataclasses
 import sys
 import time
 
-import torch
+import bench
 
-import bench.presets
-from bench.presets import PRESETS, Preset, build_components
-from animate.pipeline import plan_for
-from bench.measure import upscaler_gflop
-from bench.report import (
-    comparison_record,
-    comparison_table,
-    describe_machine,
-    describe_request,
-    pipeline_record,
-    pipeline_table,
-    upscale_line,
-    verdict,
-    write_results,
-)
-from bench.runner import SideResult, run_comparison, run_pipeline_only
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPE_NAMES = ("bfloat16", "float16", "float32")
 
 
 def preset_descriptions() -> dict[str, str]:
-    """{preset name: one line saying what it runs}, from the table in bench/presets.py's
-    docstring, the one place the presets are described (a name at the start of a line,
-    its description after it and on the indented lines below)."""
-    table = bench.presets.__doc__.split("\n\n", 1)[1]
+    """{preset name: one line saying what it runs}, from the table at the end of the bench
+    package's docstring, the one place the presets are described (a name at the start of a
+    line, its description after it and on the indented lines below)."""
+    table = bench.__doc__.rsplit("\n\n", 1)[1]
     descriptions = {}
     for line in table.splitlines():
         if line[:1].strip():
@@ -56,12 +39,14 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         epilog=presets_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--preset", choices=sorted(PRESETS), required=True, help="which benchmark to run (below)")
+    parser.add_argument(
+        "--preset", choices=sorted(preset_descriptions()), required=True, help="which benchmark to run (below)"
+    )
     parser.add_argument("--steps", type=int, help="num_inference_steps instead of the preset's (frame counts stay)")
     parser.add_argument(
         "--keyframes", type=int, help="num_animation_frames instead of the preset's (to see memory against frame count)"
     )
-    parser.add_argument("--dtype", choices=sorted(DTYPES), help="model dtype instead of the preset's")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="model dtype instead of the preset's")
     parser.add_argument(
         "--formats", help="largest only: comma-separated output formats to run (default mp4,gif)"
     )
@@ -81,6 +66,29 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+if __name__ == "__main__":
+    # Answer --help and wrong arguments before the imports below, which take seconds.
+    parse_arguments(sys.argv[1:])
+
+import torch  # noqa: E402
+
+from animate.pipeline import plan_for  # noqa: E402
+from bench.measure import upscaler_gflop  # noqa: E402
+from bench.presets import PRESETS, Preset, build_components  # noqa: E402
+from bench.report import (  # noqa: E402
+    comparison_record,
+    comparison_table,
+    describe_machine,
+    describe_request,
+    pipeline_record,
+    pipeline_table,
+    upscale_line,
+    verdict,
+    write_results,
+)
+from bench.runner import SideResult, run_comparison, run_pipeline_only  # noqa: E402
+
+
 def preset_from_arguments(arguments: argparse.Namespace) -> Preset:
     """The named preset with the command line's overrides applied."""
     preset = PRESETS[arguments.preset]
@@ -93,7 +101,7 @@ def preset_from_arguments(arguments: argparse.Namespace) -> Preset:
             preset, settings=dataclasses.replace(preset.settings, num_animation_frames=arguments.keyframes)
         )
     if arguments.dtype is not None:
-        preset = dataclasses.replace(preset, dtype=DTYPES[arguments.dtype])
+        preset = dataclasses.replace(preset, dtype=getattr(torch, arguments.dtype))
     if arguments.upscale is not None:
         preset = dataclasses.replace(preset, settings=dataclasses.replace(preset.settings, upscale=arguments.upscale))
     if arguments.formats is not None:

@@ -29,28 +29,43 @@ import argparse
 import contextlib
 import io
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
 
-from animate import KeyframePlan, animate, settings_from_inputs
-from animate.diffusion.schedulers import SCHEDULER_NAMES
-from animate.frames.pacing import ChangeMeter, Unevenness
-from animate.inputs.audio import MAX_AUDIO_SECONDS, audio_frame_count, read_audio
-from animate.inputs.init_image import MAX_INIT_IMAGE_PIXELS
-from animate.inputs.music_pace import audio_gap_frames
-from animate.inputs.settings import INPUT_DEFAULTS
-from animate.output.ffmpeg import Ffmpeg
-from animate.output.mp4 import encode_mp4
-from animate.progress import Progress
-from bench.measure import UNetCounter, host_memory_kib, reset_peak_host_memory, upscaler_gflop
-from bench.presets import tiny_components
-from bench.report import upscale_line
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.inputs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="rounds; the table shows each row's median (default 5)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    # Answer --help and wrong arguments before the imports below, which take seconds.
+    parse_arguments(sys.argv[1:])
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from animate import KeyframePlan, animate, settings_from_inputs  # noqa: E402
+from animate.diffusion.schedulers import SCHEDULER_NAMES  # noqa: E402
+from animate.frames.pacing import ChangeMeter, Unevenness  # noqa: E402
+from animate.inputs.audio import MAX_AUDIO_SECONDS, audio_frame_count, read_audio  # noqa: E402
+from animate.inputs.init_image import MAX_INIT_IMAGE_PIXELS  # noqa: E402
+from animate.inputs.music_pace import audio_gap_frames  # noqa: E402
+from animate.inputs.settings import INPUT_DEFAULTS  # noqa: E402
+from animate.output.ffmpeg import Ffmpeg  # noqa: E402
+from animate.output.mp4 import encode_mp4  # noqa: E402
+from animate.progress import Progress  # noqa: E402
+from bench.measure import UNetCounter, host_memory_kib, reset_peak_host_memory, upscaler_gflop  # noqa: E402
+from bench.presets import tiny_components  # noqa: E402
+from bench.report import upscale_line  # noqa: E402
 
 # A small request: 256x256, 10 steps, 3 keyframes, one in-between per gap, FILM, GIF.
 SMALL_REQUEST = dict(
@@ -81,15 +96,6 @@ SOUND_SECONDS = (10, MAX_AUDIO_SECONDS)  # a short clip, and the longest sound t
 # A beat at 120 bpm: a 1 kHz ping decaying over each half second, over a quiet 220 Hz hum
 # (the comma escaped, as a filter graph wants).
 BEAT = "0.6*sin(2*PI*1000*t)*exp(-30*mod(t\\,0.5))+0.1*sin(2*PI*220*t)"
-
-
-def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.inputs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeats", type=int, default=5, help="rounds; the table shows each row's median (default 5)")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    return parser.parse_args(argv)
 
 
 def photo_like_jpeg(path: Path, size: tuple[int, int]) -> Path:

@@ -1,17 +1,5 @@
-"""The benchmark's presets: which models, on which device, for which request.
-
-tiny         the project's tiny random weights (animate.tiny), CPU, a small request
-tiny-sdxl    the tiny SDXL weights (animate.tiny --kind sdxl), CPU, tiny's request
-sd15-small   the full SD 1.5 architecture and the full default FILM, random weights,
-             CPU float32, 256x256, 10 keyframes, 10 steps
-sd15-default the same models on CUDA in half precision, the default request
-             (512x512, 10 keyframes, 50 steps)
-sdxl         the full SDXL base architecture (bench/sdxl.py) and the full default FILM,
-             random weights, CUDA half precision, the default request at 1024x768
-sd15-upscale sd15-default's models and request with upscale=4x, and the upscaler's full
-             architecture (realesr-general-x4v3: SRVGGNetCompact, 64 features, 32
-             convolutions) with random weights; pipeline only, MP4 and GIF
-largest      tiny weights on CPU, the largest request the contract allows, pipeline only
+"""The benchmark's presets: which models, on which device, for which request (each one
+described in bench/__init__.py's docstring, which `python -m bench --help` shows).
 """
 
 import dataclasses

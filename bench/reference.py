@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from diffusers.models.attention_processor import AttnProcessor
 
-from animate import Settings, slerp
+from animate import Settings
+from animate.slerp import slerp
 from animate.diffusion.denoise import initial_noise, shared_step_count
 from animate.frames.host import to_uint8
 from animate.output.gif import encode_gif

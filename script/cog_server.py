@@ -9,6 +9,7 @@ started as `python` from PATH, so the virtualenv's bin/ goes first in PATH; it r
 its own process group, because killing only the parent leaves the worker behind.
 """
 
+import argparse
 import base64
 import importlib.util
 import json
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -45,6 +47,55 @@ def run_with_project_python(modules: tuple[str, ...], how_to_install: str) -> No
     if venv_python.exists() and not in_project_venv:
         os.execv(venv_python, [str(venv_python), sys.argv[0], *sys.argv[1:]])
     raise SystemExit(f"{sys.executable} lacks {', '.join(missing)}: {how_to_install}.")
+
+
+# The checkpoints script/download-weights fetches, by the width of the text embeddings their
+# UNet reads (unet/config.json's cross_attention_dim), which tells them apart in a folder.
+CHECKPOINT_WIDTHS = {"sd15": 768, "sd21": 1024, "sdxl": 2048}
+# What setup reads from a component folder of a diffusers checkpoint, by folder name; any
+# other folder (unet, vae, text_encoder, safety_checker, ...) is a model: config.json and
+# a .safetensors file. One of each set of alternatives is enough.
+COMPONENT_FILES = {
+    "scheduler": [("scheduler_config.json",)],
+    "tokenizer": [("vocab.json", "tokenizer.json")],
+    "tokenizer_2": [("vocab.json", "tokenizer.json")],
+    "feature_extractor": [("preprocessor_config.json",)],
+}
+MODEL_FILES = [("config.json",), ("*.safetensors",)]
+
+
+def checkpoint_width(sd_dir: Path) -> int | None:
+    """The cross_attention_dim of the UNet in sd_dir, or None (none there, or unreadable)."""
+    try:
+        return json.loads((sd_dir / "unet" / "config.json").read_text(encoding="utf-8"))["cross_attention_dim"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def missing_part(weights_dir: Path) -> Path | None:
+    """The first file or folder that a weights directory (stable-diffusion/ and FILM's file,
+    see weights/README.md) lacks, or None when every part setup reads is there: every
+    component model_index.json names, with the files of COMPONENT_FILES or MODEL_FILES.
+
+    It looks only at which files exist, in the standard library, so that script/demo can
+    choose its weights at once; setup itself also finds a file that is cut short.
+    """
+    sd_dir = weights_dir / "stable-diffusion"
+    index_path = sd_dir / "model_index.json"
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return index_path
+    film_file = weights_dir / "film_net" / "film_net_style.safetensors"
+    components = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
+    for name in components:
+        optional = name in ("safety_checker", "feature_extractor") and not (sd_dir / "safety_checker").exists()
+        if index[name][0] is None or optional:  # not in this checkpoint, or no safety check (weights/README.md)
+            continue
+        for alternatives in COMPONENT_FILES.get(name, MODEL_FILES):
+            if not any(next((sd_dir / name).glob(pattern), None) for pattern in alternatives):
+                return sd_dir / name / alternatives[0]
+    return None if film_file.exists() else film_file
 
 
 class ServerError(RuntimeError):
@@ -123,16 +174,20 @@ def post_json(url: str, body: dict, headers: dict | None = None, timeout: float 
         return error.code, json.loads(error.read() or b"null")
 
 
-def wait_until_ready(base_url: str, process: subprocess.Popen, deadline_s: float) -> dict:
+def wait_until_ready(base_url: str, process: subprocess.Popen, deadline_s: float, log_path: Path | None = None) -> dict:
     """Poll GET /health-check until the status is READY; return that health report.
 
-    Raises ServerError when the process exits, setup fails, or deadline_s passes.
+    Raises ServerError, in one sentence naming the port, when the process exits (checked
+    twice a second, so a server that cannot bind its port is noticed at once, not after
+    deadline_s; with log_path, the sentence gives the reason the log ends with), when
+    setup fails (with setup's own last line), or when deadline_s passes.
     """
+    port = urllib.parse.urlsplit(base_url).port
     deadline = time.monotonic() + deadline_s
     status = "not answering"
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ServerError(f"the server exited with code {process.returncode} before it was ready")
+            raise ServerError(exit_sentence(port, process.returncode, exit_reason(log_path)))
         try:
             health = get_json(f"{base_url}/health-check", timeout=5)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -142,10 +197,30 @@ def wait_until_ready(base_url: str, process: subprocess.Popen, deadline_s: float
         if status == "READY":
             return health
         if status in ("SETUP_FAILED", "DEFUNCT"):
-            logs = (health.get("setup") or {}).get("logs", "")
-            raise ServerError(f"the server's setup failed ({status}):\n{logs}")
+            logs = (health.get("setup") or {}).get("logs", "").strip()
+            last = logs.splitlines()[-1].removeprefix("Setup failed: ").removeprefix("setup failed: ") if logs else ""
+            raise ServerError(f"The Cog server on port {port} failed its setup ({status}): {last or 'no reason logged.'}")
         time.sleep(0.5)
-    raise ServerError(f"the server was not READY after {deadline_s:.0f} s (last status: {status})")
+    raise ServerError(f"The Cog server on port {port} was not READY after {deadline_s:.0f} s (last status: {status}).")
+
+
+def exit_reason(log_path: Path | None) -> str:
+    """The last line of the Python traceback the server's log ends with, e.g.
+    "RuntimeError: Address already in use (os error 98)"; "" without one."""
+    if log_path is None or not log_path.exists():
+        return ""
+    lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    if "Traceback (most recent call last):" not in lines:
+        return ""
+    return lines[-1].strip()
+
+
+def exit_sentence(port: int, code: int, reason: str) -> str:
+    """One sentence for a server that exited before it was ready."""
+    if "Address already in use" in reason:
+        return f"The Cog server could not listen on port {port}, which another program uses: stop that one or pick another port."
+    because = f": {reason.rstrip('.')}" if reason else ""
+    return f"The Cog server on port {port} exited with code {code} before it was ready{because}."
 
 
 def decode_data_uri(uri: str) -> tuple[str, bytes]:
@@ -162,3 +237,53 @@ def log_tail(log_path: Path, lines: int = 40) -> str:
         return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no server log)"
+
+
+def main(argv: list[str]) -> None:
+    """`script/cog_server.py`: start the server in the background and return once it is READY."""
+    parser = argparse.ArgumentParser(
+        prog="script/cog_server.py",
+        description=(
+            "Start this project's Cog server on 127.0.0.1:PORT in the background, wait until it is READY, "
+            "and print its URL and how to stop it, or say in one sentence why it did not get ready. "
+            "script/demo, script/soak and the tests import this file to do the same."
+        ),
+    )
+    parser.add_argument("--port", type=int, default=5000, help="the port to listen on (default 5000)")
+    parser.add_argument(
+        "--weights", type=Path, metavar="DIR",
+        help="the weights directory, e.g. weights/tiny (default: $ANIMATE_WEIGHTS, else weights/)",
+    )
+    parser.add_argument(
+        "--log", type=Path, default=REPO_ROOT / "outputs" / "server.log", metavar="FILE",
+        help="where the server's log goes (default: outputs/server.log)",
+    )
+    parser.add_argument(
+        "--setup-deadline", type=float, default=300, metavar="SECONDS", help="how long to wait for READY (default 300)"
+    )
+    parser.add_argument(
+        "--pid-file", type=Path, metavar="FILE",
+        help="write the server's process id here, for `kill -- -$(cat FILE)`, which stops it and its worker",
+    )
+    arguments = parser.parse_args(argv)
+    run_with_project_python(("cog",), "run `make schema`, which installs it into .venv")
+    arguments.log.parent.mkdir(parents=True, exist_ok=True)
+    weights = arguments.weights.resolve() if arguments.weights else None
+    started = time.monotonic()
+    process = start(arguments.port, arguments.log, weights)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{arguments.port}", process, arguments.setup_deadline, arguments.log)
+    except ServerError as error:
+        stop(process)
+        raise SystemExit(str(error)) from None
+    if arguments.pid_file:
+        arguments.pid_file.write_text(f"{process.pid}\n")
+    print(
+        f"READY at http://127.0.0.1:{arguments.port} after {time.monotonic() - started:.1f} s "
+        f"(log: {arguments.log}); stop it with: kill -- -{process.pid}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -5,6 +5,7 @@ newcomer meets first end in one sentence."""
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,11 @@ ENTRY_POINTS = {
     "python -m bench": [sys.executable, "-m", "bench"],
     "python -m bench.memory": [sys.executable, "-m", "bench.memory"],
     "python -m bench.gpu_wheels": [sys.executable, "-m", "bench.gpu_wheels"],
+    "python -m bench.inputs": [sys.executable, "-m", "bench.inputs"],
+    "python script/cog_server.py": [sys.executable, str(REPO_ROOT / "script" / "cog_server.py")],
 }
+# The modules whose work needs torch: their --help must not wait for it (seconds to import).
+TORCH_MODULES = ["animate.tiny", "bench", "bench.inputs"]
 # Arguments an entry point needs before argparse looks at the unknown option.
 REQUIRED_ARGUMENTS = {"python -m film_net.convert": ["saved_model", "out.safetensors"], "python -m bench": ["--preset", "tiny"]}
 UNKNOWN_OPTION = "--no-such-option"
@@ -89,6 +94,41 @@ def test_an_unknown_option_is_refused(runs, name):
     assert f"error: unrecognized arguments: {UNKNOWN_OPTION}" in result.stderr
     assert result.stderr.startswith("usage: ")
     assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("module", TORCH_MODULES)
+def test_help_and_wrong_arguments_are_answered_before_torch_is_imported(module):
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = [{module!r}, *sys.argv[1:]]\n"
+        "try:\n"
+        f"    runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as exit:\n"
+        "    print('exit', exit.code, 'torch imported' if 'torch' in sys.modules else 'torch not imported')\n"
+    )
+    for arguments, code in ((["--help"], 0), ([UNKNOWN_OPTION], 2)):
+        result = subprocess.run(
+            [sys.executable, "-c", probe, *arguments], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert result.stdout.splitlines()[-1] == f"exit {code} torch not imported", result.stdout + result.stderr
+
+
+def test_a_server_whose_port_is_taken_is_reported_in_one_sentence_naming_the_port(tmp_path):
+    """Within the time the server takes to fail, not the setup deadline (here 300 s)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "script" / "cog_server.py"), "--port", str(port),
+             "--weights", str(tmp_path / "no-weights"), "--log", str(tmp_path / "server.log")],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"The Cog server could not listen on port {port}, which another program uses: "
+        "stop that one or pick another port.\n"
+    )
 
 
 def test_bench_help_lists_every_preset_on_one_line(runs):

@@ -1,12 +1,16 @@
-"""script/demo's progress display: reading the model's lines out of coglet's log and showing
-them while the prediction runs. No server here; the records are coglet 0.23.1's format."""
+"""script/demo's choice of weights, and its progress display: reading the model's lines out
+of coglet's log and showing them while the prediction runs. No server here; the records are
+coglet 0.23.1's format."""
 
 import io
 import json
+import shutil
 import threading
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.test_package import load_script
 
 demo = load_script("demo")
@@ -156,3 +160,71 @@ def test_the_log_is_followed_while_it_is_written(tmp_path):
 )
 def test_a_failure_is_one_sentence(status, reply, expected):
     assert demo.failure_sentence(status, reply) == expected
+
+
+@pytest.fixture
+def real_weights(tmp_path, monkeypatch, tiny_weights):
+    """An empty weights/ in tmp_path as the demo's real weights folder, and a function that
+    fills it with a copy of the tiny weights less the given parts."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setattr(demo, "REAL_WEIGHTS", folder)
+
+    def fill(*without: str) -> Path:
+        shutil.copytree(tiny_weights, folder, dirs_exist_ok=True)
+        for part in without:
+            (folder / part).unlink()
+        return folder
+
+    return fill
+
+
+def test_without_real_weights_the_demo_runs_the_tiny_ones_and_says_why(real_weights):
+    chosen, sentence = demo.choose_weights(None, {})
+    assert chosen == REPO_ROOT / "weights" / "tiny"
+    assert sentence.startswith("Weights: the tiny random Stable Diffusion 1.5 in weights/tiny, since weights/ holds no ")
+    assert sentence.count(". ") == 0 and sentence.endswith(".")
+
+
+@pytest.mark.parametrize(
+    "part, named",
+    [
+        ("stable-diffusion/unet/diffusion_pytorch_model.safetensors", "stable-diffusion/unet/*.safetensors"),
+        ("stable-diffusion/text_encoder/config.json", None),
+        ("stable-diffusion/vae/config.json", None),
+        ("stable-diffusion/scheduler/scheduler_config.json", None),
+        ("film_net/film_net_style.safetensors", None),
+    ],
+)
+def test_half_downloaded_real_weights_are_not_chosen_and_the_missing_part_is_named(real_weights, part, named):
+    real_weights(part)
+    chosen, sentence = demo.choose_weights(None, {})
+    assert chosen == REPO_ROOT / "weights" / "tiny"
+    assert f"since weights/ is incomplete: weights/{named or part} is missing (" in sentence
+    assert sentence.count(". ") == 0 and sentence.endswith(".")
+
+
+def test_complete_real_weights_are_chosen_unless_another_checkpoint_is_asked_for(real_weights):
+    folder = real_weights()
+    assert demo.choose_weights(None, {}) == (folder, "Weights: the real ones in weights/.")
+    # The tiny SD 1.5's UNet reads text 32 wide, no real checkpoint's width: not SDXL.
+    chosen, sentence = demo.choose_weights("sdxl", {})
+    assert chosen == REPO_ROOT / "weights" / "tiny-sdxl"
+    assert "since weights/ holds another checkpoint than SDXL;" in sentence
+
+
+def test_the_way_to_fetch_is_the_asked_for_checkpoints(real_weights):
+    assert "(`make real-weights` fetches them)" in demo.choose_weights(None, {})[1]
+    assert "(`script/download-weights --checkpoint sdxl` fetches them)" in demo.choose_weights("sdxl", {})[1]
+
+
+def test_animate_weights_is_taken_as_given(real_weights):
+    assert demo.choose_weights("sdxl", {"ANIMATE_WEIGHTS": "/somewhere"}) == (
+        Path("/somewhere"), "Weights: /somewhere, as ANIMATE_WEIGHTS says."
+    )
+
+
+def test_the_demos_tiny_folders_are_where_animate_tiny_writes_each_kind():
+    from animate.tiny import DEFAULT_OUT_DIRS
+
+    assert {kind: folder for _, kind, folder in demo.CHECKPOINTS.values()} == DEFAULT_OUT_DIRS

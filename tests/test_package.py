@@ -198,6 +198,21 @@ def test_makefile_has_the_documented_targets():
     assert "script/demo" in subprocess.run(["make", "-n", "demo"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
 
 
+def test_make_demo_checkpoint_runs_that_checkpoints_tiny_weights():
+    """`make demo CHECKPOINT=sdxl`, as the README has it: the tiny SDXL is written (-B: as
+    if nothing were there yet) and the demo is told the checkpoint; a wrong name is refused."""
+    for checkpoint, kind, folder in (("sdxl", "sdxl", "weights/tiny-sdxl"), ("sd21", "sd2", "weights/tiny-sd2")):
+        result = subprocess.run(
+            ["make", "-n", "-B", "demo", f"CHECKPOINT={checkpoint}"], cwd=REPO_ROOT, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"-m animate.tiny --kind {kind} {folder}\n" in result.stdout
+        assert f"script/demo --checkpoint {checkpoint}" in result.stdout
+    wrong = subprocess.run(["make", "-n", "demo", "CHECKPOINT=sdx"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert wrong.returncode != 0
+    assert "CHECKPOINT=sdx is not a checkpoint: use sd15, sd21 or sdxl." in wrong.stderr
+
+
 def test_ci_runs_the_readme_test_command():
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert ci.startswith("#!/usr/bin/env bash\n")

@@ -8,6 +8,10 @@ served-schema test (tests/test_schema.py) cannot see this, because cog's Python
 introspection imports the module and evaluates everything. So here every `Input(...)`
 keyword must be exactly one literal token (or a list of them, for `choices`), and what
 those literals say must be the public contract and the project's own defaults.
+
+`cog build` reads a bound (`ge`, `le`) as a float64 (Go's strconv.ParseFloat of its text,
+a leading minus included), so a bound that float64 cannot hold exactly is deployed as the
+nearest float64: `deployed_bound` does the same here.
 """
 
 import ast
@@ -15,9 +19,10 @@ import io
 import tokenize
 
 import pytest
+import torch
 
 from animate.diffusion.schedulers import SCHEDULER_NAMES
-from animate.inputs.settings import INPUT_DEFAULTS, MAX_SEED
+from animate.inputs.settings import INPUT_DEFAULTS, MAX_SEED, MIN_SEED
 from animate.pipeline import PACINGS
 from tests.conftest import REPO_ROOT
 from tests.test_schema import (
@@ -47,13 +52,21 @@ def input_calls(source: str) -> list[tuple[str, ast.Call]]:
     ]
 
 
-def literal_values(node: ast.expr) -> list[ast.Constant] | None:
-    """The literal constants `node` is made of: [node] for a str, number, bool or None, the
-    elements for a list or tuple of such; None when it is anything else (a name, arithmetic,
-    a call, an f-string, a negative number written with a unary minus)."""
-    if isinstance(node, ast.Constant):
+def is_literal(node: ast.expr) -> bool:
+    """A str, number, bool or None constant, or a number with a leading minus (which cog
+    build reads as one number too)."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)
+    return isinstance(node, ast.Constant)
+
+
+def literal_values(node: ast.expr) -> list[ast.expr] | None:
+    """The literals `node` is made of: [node] for one literal (is_literal), the elements
+    for a list or tuple of them; None when it is anything else (a name, arithmetic, a
+    call, an f-string)."""
+    if is_literal(node):
         return [node]
-    if isinstance(node, (ast.List, ast.Tuple)) and all(isinstance(item, ast.Constant) for item in node.elts):
+    if isinstance(node, (ast.List, ast.Tuple)) and all(is_literal(item) for item in node.elts):
         return list(node.elts)
     return None
 
@@ -74,18 +87,24 @@ def keyword_problems(source: str) -> list[str]:
             if constants is None:
                 problems.append(f"{place}{ast.get_source_segment(source, keyword.value)!r} is not a literal")
                 continue
-            strings = sum(isinstance(constant.value, str) for constant in constants)
+            strings = sum(isinstance(getattr(constant, "value", None), str) for constant in constants)
             if string_token_count(ast.get_source_segment(source, keyword.value)) != strings:
                 problems.append(f"{place} is written as adjacent string pieces: make it one string")
     return problems
 
 
 def static_inputs(source: str) -> dict[str, dict]:
-    """{input name: {schema key: value}}, from the literals of each `Input(...)`."""
+    """{input name: {schema key: value}}, from the literals of each `Input(...)`, exactly
+    as written (deployed_bound says what cog build makes of the bounds)."""
     return {
         name: {SCHEMA_KEYS[k.arg]: ast.literal_eval(k.value) for k in call.keywords if k.arg in SCHEMA_KEYS}
         for name, call in input_calls(source)
     }
+
+
+def deployed_bound(literal: int | float) -> float:
+    """A bound as the deployed schema holds it: the float64 nearest the literal."""
+    return float(literal)
 
 
 def test_every_input_keyword_is_one_literal():
@@ -125,12 +144,12 @@ def test_the_check_accepts_one_literal_per_keyword():
         '    width: int = Input(description="Width of output image", choices=[128, 256], default=128),\n'
         '    scale: float = Input(description="Scale", ge=1, le=20.5, default=7.5),\n'
         '    flag: bool = Input(description="A flag", default=False),\n'
-        '    seed: Optional[int] = Input(description="Seed", default=None, ge=0, le=4294967295),\n'
+        '    seed: Optional[int] = Input(description="Seed", default=None, ge=-5, le=4294967295),\n'
         "):\n"
         "    pass\n"
     )
     assert keyword_problems(source) == []
-    assert static_inputs(source)["seed"] == {"description": "Seed", "default": None, "minimum": 0, "maximum": 4294967295}
+    assert static_inputs(source)["seed"] == {"description": "Seed", "default": None, "minimum": -5, "maximum": 4294967295}
 
 
 def test_cog_build_reads_the_contract_from_predict_py():
@@ -142,7 +161,10 @@ def test_cog_build_reads_the_contract_from_predict_py():
     for name in INPUT_ORDER:
         expected = {**contract[name], **ALLOWED_ADDITIONS.get(name, {})}
         expected = {key: value for key, value in expected.items() if key in SCHEMA_KEYS.values()}
-        assert inputs[name] == expected, name
+        deployed = {
+            key: deployed_bound(value) if key in ("minimum", "maximum") else value for key, value in inputs[name].items()
+        }
+        assert deployed == expected, name
 
 
 def test_cog_build_reads_the_extra_inputs_after_the_contract():
@@ -169,4 +191,30 @@ def test_predict_py_literals_are_the_project_defaults():
     inputs = static_inputs(PREDICT_PY.read_text())
     declared = {name: fields["default"] for name, fields in inputs.items() if "default" in fields}
     assert declared == INPUT_DEFAULTS
-    assert inputs["seed"]["maximum"] == MAX_SEED
+    assert (inputs["seed"]["minimum"], inputs["seed"]["maximum"]) == (MIN_SEED, MAX_SEED)
+
+
+def test_the_deployed_schema_refuses_no_seed_the_hosted_model_took():
+    """The hosted model's schema had no bounds and gave the seed to torch.Generator.manual_seed,
+    which takes -2**63..2**64-1. The deployed bounds may only be wider (float64 rounds the
+    maximum up to 2**64, which predict() refuses itself), never narrower."""
+    seed = static_inputs(PREDICT_PY.read_text())["seed"]
+    assert deployed_bound(seed["minimum"]) <= -(2**63) and deployed_bound(seed["maximum"]) >= 2**64 - 1
+    for edge in (-(2**63), 2**64 - 1):
+        torch.Generator("cpu").manual_seed(edge)
+    for beyond in (-(2**63) - 1, 2**64):
+        with pytest.raises((RuntimeError, ValueError)):
+            torch.Generator("cpu").manual_seed(beyond)
+
+
+def test_every_other_bound_is_deployed_exactly():
+    """Only the seed's maximum is beyond what float64 holds exactly; any other bound that
+    were would move in the deployed schema without a word."""
+    inputs = static_inputs(PREDICT_PY.read_text())
+    moved = [
+        (name, key, value)
+        for name, fields in inputs.items()
+        for key, value in fields.items()
+        if key in ("minimum", "maximum") and deployed_bound(value) != value
+    ]
+    assert moved == [("seed", "maximum", MAX_SEED)]

@@ -28,10 +28,12 @@ INPUT_ORDER = [
 ALLOWED_ADDITIONS = {
     # Values outside [0, 1] are refused (the hosted schema has no bounds; docs/behaviour.md).
     "prompt_strength": {"minimum": 0, "maximum": 1},
-    # Seeds are 0..2^32-1 (docs/behaviour.md). The seed is optional with no default value; cog 0.23
-    # writes such an input (`Optional[int] = Input(default=None)`) as nullable with a null
-    # default, where the hosted model's older cog left both out.
-    "seed": {"minimum": 0, "maximum": 4294967295, "nullable": True, "default": None},
+    # Seeds are what torch.Generator.manual_seed takes, -2^63..2^64-1 (docs/behaviour.md),
+    # the maximum as cog build deploys it: through float64, 2^64 (predict() refuses that
+    # one). The seed is optional with no default value; cog 0.23 writes such an input
+    # (`Optional[int] = Input(default=None)`) as nullable with a null default, where the
+    # hosted model's older cog left both out.
+    "seed": {"minimum": -(2**63), "maximum": 2**64, "nullable": True, "default": None},
 }
 
 # The inputs beyond the contract, in their order after it, with the schema each must have

@@ -158,6 +158,15 @@ def shared_step_count(num_inference_steps: int, prompt_strength: float) -> int:
     return int(num_inference_steps * (1 - prompt_strength))
 
 
+def shared_timestep_count(scheduler: SchedulerMixin, num_inference_steps: int, prompt_strength: float) -> int:
+    """How many of `scheduler`'s timesteps (it has been set to num_inference_steps) run once
+    for all keyframes: n_shared, or every one when n_shared is all the steps (prompt_strength
+    0), so that every keyframe is the same picture. PNDM has T + 1 timesteps, so T of them
+    would leave the last to each keyframe, with its own text."""
+    n_shared = shared_step_count(num_inference_steps, prompt_strength)
+    return len(scheduler.timesteps) if n_shared >= num_inference_steps else n_shared
+
+
 def shared_denoise(
     unet: UNet2DConditionModel,
     scheduler: SchedulerMixin,
@@ -182,7 +191,7 @@ def shared_denoise(
         scheduler = copy.deepcopy(scheduler)
         scheduler.set_timesteps(num_inference_steps, device=noise.device)
         timesteps = scheduler.timesteps
-        n_shared = shared_step_count(num_inference_steps, prompt_strength)
+        n_shared = shared_timestep_count(scheduler, num_inference_steps, prompt_strength)
         latents = noise * scheduler.init_noise_sigma
         latents = denoise(
             unet, scheduler, latents, timesteps[:n_shared], middle, uncond,
@@ -215,9 +224,8 @@ def image_start(
         scheduler = copy.deepcopy(scheduler)
         scheduler.set_timesteps(num_inference_steps, device=noise.device)
         n_shared = shared_step_count(num_inference_steps, prompt_strength)
-        # At prompt_strength 0 (n_shared = T) nothing is left to run: every keyframe is the
-        # picture. (PNDM has T + 1 timesteps, so one would be left after T of them.)
-        remaining = scheduler.timesteps[n_shared:] if n_shared < num_inference_steps else scheduler.timesteps[:0]
+        # At prompt_strength 0 nothing is left to run: every keyframe is the picture.
+        remaining = scheduler.timesteps[shared_timestep_count(scheduler, num_inference_steps, prompt_strength) :]
         if hasattr(scheduler, "set_begin_index"):
             # As diffusers' img2img: schedulers that count their steps (Euler, LMS,
             # DPM-Solver) count from n_shared, and add_noise takes that step's sigma.

@@ -119,8 +119,10 @@ def open_checked(path: Path) -> Image.Image:
     if pixels > MAX_INIT_IMAGE_PIXELS:
         image.close()
         raise InputError(
-            f"init_image is {image.width}x{image.height} ({pixels / 1e6:.1f} megapixels), over the "
-            f"limit of {MAX_INIT_IMAGE_PIXELS / 1e6:.0f} megapixels: scale it down before uploading it."
+            # Every pixel counted: megapixels rounded to one place would read "40.0 megapixels,
+            # over the limit of 40" for 8001x5000.
+            f"init_image is {image.width}x{image.height} ({pixels:,} pixels), over the "
+            f"limit of {MAX_INIT_IMAGE_PIXELS:,} pixels: scale it down before uploading it."
         )
     return image
 

@@ -6,7 +6,13 @@ from pathlib import Path
 
 from animate.inputs.prompts import InputError, check_length, parse_prompts
 
-MAX_SEED = 2**32 - 1
+# The seeds torch.Generator.manual_seed takes, the function the hosted model gave its seed to:
+# any signed or unsigned 64-bit integer (a negative one counts modulo 2**64). predict.py
+# states them again as literals (tests/test_predict_source.py holds the two together).
+MIN_SEED = -(2**63)
+MAX_SEED = 2**64 - 1
+# A seed drawn when none is given is smaller, as the hosted model's was: 0..2**32-1.
+DRAWN_SEED_BYTES = 4
 
 # The defaults of the public inputs that have one, by input name: the one place the rest of
 # the project takes them from. predict.py states them again as literals, because `cog build`
@@ -98,7 +104,21 @@ def check_output_size(width: int, height: int, upscale: str) -> None:
 
 def draw_seed() -> int:
     """A seed in 0..2**32-1 from the operating system's random source."""
-    return int.from_bytes(os.urandom(4), "big")
+    return int.from_bytes(os.urandom(DRAWN_SEED_BYTES), "big")
+
+
+def checked_seed(seed: int | float) -> int:
+    """The seed as an int; InputError when torch.Generator.manual_seed would refuse it.
+
+    The server passes JSON 7.0 for an integer input as the float 7.0, and an integer
+    beyond 64 bits as the nearest float64, so a float at a bound stands for a seed beyond
+    it: -2**63 - 1 arrives as -2**63 (a float), 2**64 + 1 as 2**64. The deployed schema
+    lets 2**64 itself through too, since cog build wrote its maximum through float64.
+    """
+    in_range = MIN_SEED < seed <= MAX_SEED if isinstance(seed, float) else MIN_SEED <= seed <= MAX_SEED
+    if not in_range:
+        raise InputError(f"seed {seed} is out of range: use a whole number from {MIN_SEED} to {MAX_SEED}.")
+    return int(seed)
 
 
 def settings_from_inputs(
@@ -143,12 +163,7 @@ def settings_from_inputs(
             "so set one of them to false."
         )
     check_output_size(int(width), int(height), str(upscale))
-    if seed is None:
-        seed = draw_seed()
-    elif not 0 <= seed <= MAX_SEED:
-        raise InputError(f"seed {seed} is out of range: use a whole number from 0 to {MAX_SEED}.")
-    # The server passes JSON 7.0 for an integer input as the float 7.0.
-    seed = int(seed)
+    seed = draw_seed() if seed is None else checked_seed(seed)
     print(f"Using seed: {seed}", flush=True)
     return Settings(
         prompts=tuple(prompts),

@@ -1,5 +1,7 @@
 """Encode each prompt once with the CLIP text encoder (docs/behaviour.md, "The walk")."""
 
+import json
+
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -7,6 +9,8 @@ from animate.memory import WHOLE, StageBatches
 
 # How much of the cut end of a long prompt the log quotes.
 CUT_EXCERPT_CHARS = 80
+# Said after the count of a tokenizer without merges, whose counts are far above CLIP's.
+CHARACTER_COUNT_NOTE = " (the tiny test tokenizer counts each character; CLIP's about one token per word)"
 
 
 def prompt_names(count: int) -> list[str]:
@@ -34,12 +38,21 @@ def tokenize(tokenizer: CLIPTokenizer, prompts: list[str], names: list[str] | No
         if len(prompt_ids) > limit:
             # Everything between the kept tokens and the closing end-of-text token is lost.
             cut = prompt_ids[limit - 1 : -1]
+            note = CHARACTER_COUNT_NOTE if counts_characters(tokenizer) else ""
             print(
                 f"{name} is {len(prompt_ids)} tokens long and the text encoder reads "
-                f"{limit}, so its last {len(cut)} tokens were cut, from: {cut_excerpt(tokenizer, cut)}",
+                f"{limit}, so its last {len(cut)} tokens were cut, from: {cut_excerpt(tokenizer, cut)}{note}",
                 flush=True,
             )
     return ids
+
+
+def counts_characters(tokenizer: CLIPTokenizer) -> bool:
+    """True for a BPE tokenizer without merges, such as the tiny test weights' (animate.tiny):
+    it makes a token of every character, where CLIP's makes one of most words, so the
+    counts it gives for a prompt are several times CLIP's."""
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    return model.get("type") == "BPE" and not model.get("merges")
 
 
 def cut_excerpt(tokenizer: CLIPTokenizer, cut_ids: list[int]) -> str:

@@ -1,4 +1,4 @@
-"""Tiny weights, built once per test session by the same command the demo uses."""
+"""The tiny weights loaded once per test session (tiny_weights: tests/conftest.py)."""
 
 import subprocess
 
@@ -9,7 +9,6 @@ from diffusers.pipelines.stable_diffusion.safety_checker import (
 )
 from transformers import CLIPConfig, CLIPImageProcessorPil
 
-from animate.tiny import write_tiny_weights
 from animate.weights import load_components
 
 
@@ -22,11 +21,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory):
-    return write_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny")
 
 
 @pytest.fixture(scope="session")

@@ -94,12 +94,15 @@ def test_the_text_encoders_of_sdxl_split_their_call_too(tmp_path, capsys):
     from animate.weights import load_components
 
     sdxl = load_components(write_tiny_sdxl_weights(tmp_path / "tiny-sdxl"), "cpu", torch.float32)
-    _, expected_files = walk(sdxl, tmp_path / "whole", FakeMemory(LARGE), negative_prompt="blurry")
+    expected_keyframes, expected_files = walk(sdxl, tmp_path / "whole", FakeMemory(LARGE), negative_prompt="blurry")
     memory = FakeMemory(LARGE, limits={"text": 2})
-    _, files = walk(sdxl, tmp_path / "split", memory, negative_prompt="blurry")
+    keyframes, files = walk(sdxl, tmp_path / "split", memory, negative_prompt="blurry")
     assert memory.sizes("text") == [4, 2, 2]
     assert "text: out of GPU memory at 4 prompts per batch; trying again at 2" in capsys.readouterr().out
-    assert files == expected_files
+    # SDXL's encoders round a batch of 2 a little differently from one of 4 (keyframes
+    # measured 4.2e-6 apart), which can flip a pixel of the GIF: the keyframes are the test.
+    assert files.keys() == expected_files.keys()
+    torch.testing.assert_close(keyframes, expected_keyframes, **TOLERANCE)
 
 
 def test_the_safety_check_splits_its_batch(components, tmp_path, make_safety_checker):

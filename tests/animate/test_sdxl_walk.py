@@ -21,7 +21,8 @@ from diffusers import (
 from diffusers.pipelines.stable_diffusion_xl import pipeline_stable_diffusion_xl_img2img
 from PIL import Image
 
-from animate import Settings, animate, memory, slerp
+from animate import Settings, animate, memory
+from animate.slerp import slerp
 from animate.diffusion.denoise import initial_noise
 from animate.diffusion.schedulers import SCHEDULER_NAMES, chosen_scheduler
 from animate.diffusion.vae import decode_latents, encode_image

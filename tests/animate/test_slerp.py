@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from animate import slerp
+from animate.slerp import slerp
 from animate.slerp import PARALLEL_DOT_THRESHOLD
 
 

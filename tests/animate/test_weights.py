@@ -258,6 +258,9 @@ def test_sdxl_loads_with_both_encoders(tiny_sdxl_weights):
     components = load_components(tiny_sdxl_weights, "cpu", torch.float32)
     assert components.kind == "sdxl"
     assert components.summary() == "SDXL (StableDiffusionXLPipeline), prediction type epsilon"
+    assert components.text_models() == (
+        "two CLIP text encoders (CLIPTextModel, CLIPTextModelWithProjection) and their two tokenizers"
+    )
     assert type(components.text_encoder).__name__ == "CLIPTextModel"
     assert type(components.text_encoder_2).__name__ == "CLIPTextModelWithProjection"
     assert components.text_encoder_2.device == torch.device("cpu") and not components.text_encoder_2.training
@@ -296,6 +299,7 @@ def test_sd2_loads_with_v_prediction(tiny_sd2_weights):
 def test_sd15_tiny_weights_are_of_the_sd_kind(components):
     assert components.kind == "sd" and components.text_encoder_2 is None
     assert components.summary() == "Stable Diffusion 1.x/2.x (StableDiffusionPipeline), prediction type epsilon"
+    assert components.text_models() == "CLIP text encoder, tokenizer"
 
 
 def set_json(path, **changes):

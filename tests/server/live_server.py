@@ -64,7 +64,7 @@ class LiveServer:
     def wait_until_ready(self) -> dict:
         """The health report once READY; stops the server and raises with its log if not."""
         try:
-            return cog_server.wait_until_ready(self.base_url, self.process, SETUP_DEADLINE_S)
+            return cog_server.wait_until_ready(self.base_url, self.process, SETUP_DEADLINE_S, self.log_path)
         except cog_server.ServerError as error:
             self.stop()
             raise cog_server.ServerError(f"{error}\n--- server log ---\n{self.log_tail()}") from None

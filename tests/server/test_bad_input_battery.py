@@ -13,7 +13,10 @@ What coglet 0.23.1 does, as these tests pin it down:
   prediction runs (as the hosted API does), however large they are;
 - a body that is not JSON is 400 with a plain-text reason; valid JSON of the wrong shape
   (a list) is 422, also plain text; another content type is 415;
-- a float with an integral value (2.0) counts as an integer, as in JSON Schema.
+- a float with an integral value (2.0) counts as an integer, as in JSON Schema;
+- an integer beyond 64 bits (below -2^63, above 2^64 - 1) is read as the nearest float64,
+  both by the schema check and for predict(): -2^63 - 1 reaches predict() as the float
+  -2^63, 2^64 + 1 as 2^64.
 """
 
 import json
@@ -130,9 +133,9 @@ JUST_OUTSIDE = [
     ("fps-51", with_input(gif_frames_per_second=51), {"gif_frames_per_second"}),
     ("format-webm", with_input(output_format="webm"), {"output_format"}),
     ("format-uppercase", with_input(output_format="GIF"), {"output_format"}),
-    ("seed-negative", with_input(seed=-1), {"seed"}),
-    ("seed-2^32", with_input(seed=2**32), {"seed"}),
-    ("seed-2^64", with_input(seed=2**64), {"seed"}),
+    # The next float64 beyond each bound (the schema compares in float64).
+    ("seed-below-minus-2^63", with_input(seed=-(2**63) - 2048), {"seed"}),
+    ("seed-above-2^64", with_input(seed=2**64 + 4096), {"seed"}),
 ]
 
 NULLS = [
@@ -150,7 +153,7 @@ MISSING = [
     ("empty-input", json.dumps({"input": {}}).encode(), {"prompt_start", "prompt_end"}),
     ("null-input", json.dumps({"input": None}).encode(), {"prompt_start", "prompt_end"}),
     ("no-input-key", json.dumps({"id": "x"}).encode(), {"prompt_start", "prompt_end"}),
-    ("every-field-wrong", json.dumps({"input": {"prompt_end": 1, "width": 300, "seed": -5, "output_format": "png"}}).encode(),
+    ("every-field-wrong", json.dumps({"input": {"prompt_end": 1, "width": 300, "seed": 2**65, "output_format": "png"}}).encode(),
      {"prompt_start", "prompt_end", "width", "seed", "output_format"}),
 ]
 
@@ -268,6 +271,26 @@ def test_values_at_every_bound_are_accepted(server):
     assert "Using seed: 0" in succeeded(server, lower)["logs"].splitlines()
     assert_still_serving(server)
     assert "Using seed: 4294967295" in succeeded(server, upper)["logs"].splitlines()
+    assert_still_serving(server)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, -(2**63), 2**64 - 1])
+def test_every_seed_the_hosted_model_took_runs_logged_as_given_and_repeats(server, seed):
+    """The hosted schema had no bounds, and torch.Generator.manual_seed takes -2^63..2^64-1."""
+    first = succeeded(server, json.dumps({"input": {**PROBE, "seed": seed}}).encode())
+    assert f"Using seed: {seed}" in first["logs"].splitlines()
+    again = succeeded(server, json.dumps({"input": {**PROBE, "seed": seed}}).encode())
+    assert again["output"] == first["output"]
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**64 + 1, -(2**63) - 1])
+def test_seed_beyond_what_torch_takes_that_the_schema_lets_through_fails_in_one_sentence(server, seed):
+    """The deployed maximum is 2^64 (cog build writes bounds through float64), and integers
+    beyond 64 bits that round to a bound pass the schema check as that bound."""
+    status, _, text = send(server, json.dumps({"input": {**PROBE, "seed": seed}}).encode())
+    sentence = failed_sentence(status, text)
+    assert re.fullmatch(r"seed \S+ is out of range: use a whole number from -9223372036854775808 to 18446744073709551615\.",
+                        sentence), sentence
     assert_still_serving(server)
 
 

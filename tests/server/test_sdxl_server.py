@@ -39,6 +39,10 @@ def sdxl_server(tmp_path_factory):
 
 def test_setup_says_it_loaded_sdxl(sdxl_server):
     sdxl_server.wait_for_log_message(r"Checkpoint: SDXL \(StableDiffusionXLPipeline\), prediction type epsilon")
+    sdxl_server.wait_for_log_message(
+        r"^Loaded UNet, VAE, two CLIP text encoders \(CLIPTextModel, CLIPTextModelWithProjection\) "
+        r"and their two tokenizers, scheduler \(EulerDiscreteScheduler\); "
+    )
 
 
 def test_example_request_returns_an_mp4_with_every_frame(sdxl_server, tmp_path):

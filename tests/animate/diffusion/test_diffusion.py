@@ -268,6 +268,18 @@ def test_prompt_strength_0_from_an_init_image_gives_the_encoded_picture(componen
 
 
 @torch.inference_mode()
+@pytest.mark.parametrize("name", ["default", "DDIM", "K_EULER_ANCESTRAL"])
+def test_prompt_strength_0_from_noise_gives_one_picture_for_every_keyframe(components, name):
+    """Every step is shared, also PNDM's extra one (T + 1 timesteps for T steps)."""
+    walk = settings("a cat", "a dog", prompt_strength=0.0, frames=3, scheduler=name)
+    latents, _, _ = walk_latents(components, walk)
+    assert latents.shape[0] == 3
+    torch.testing.assert_close(latents, latents[:1].expand(3, -1, -1, -1), rtol=0, atol=0)
+    # Those steps ran: the picture is not the noise it started from.
+    assert max_difference(latents[:1], initial_noise(walk.seed, SIZE, SIZE, components.device, latents.dtype)) > 0.1
+
+
+@torch.inference_mode()
 @pytest.mark.parametrize(
     "new_inputs",
     [

@@ -67,13 +67,19 @@ def test_41_megapixels_are_refused_from_the_header_alone(tmp_path):
     path = tmp_path / "big.png"
     path.write_bytes(one_bit_png(8000, 5125, b"not zlib"))
     message = refusal(path)
-    assert "8000x5125 (41.0 megapixels), over the limit of 40 megapixels" in message
+    assert "8000x5125 (41,000,000 pixels), over the limit of 40,000,000 pixels" in message
+
+
+def test_one_pixel_row_over_the_limit_shows_in_the_figures(tmp_path):
+    path = tmp_path / "just-over.png"
+    path.write_bytes(one_bit_png(8001, 5000, b"not zlib"))
+    assert "8001x5000 (40,005,000 pixels), over the limit of 40,000,000 pixels" in refusal(path)
 
 
 def test_a_real_41_megapixel_png_is_refused(tmp_path):
     path = saved(Image.new("1", (8000, 5125)), tmp_path / "big.png")
     assert path.stat().st_size < 100_000
-    assert "(41.0 megapixels)" in refusal(path)
+    assert "(41,000,000 pixels)" in refusal(path)
 
 
 def test_exactly_the_limit_is_accepted(tmp_path):
@@ -87,7 +93,7 @@ def test_exactly_the_limit_is_accepted(tmp_path):
     "side, expected",
     [
         # Over Pillow's 89 MP warning: Pillow would warn, the size check refuses.
-        (10_000, "init_image is 10000x10000 (100.0 megapixels), over the limit of 40 megapixels"),
+        (10_000, "init_image is 10000x10000 (100,000,000 pixels), over the limit of 40,000,000 pixels"),
         # Over Pillow's 179 MP error: Pillow refuses while reading the header.
         (20_000, "init_image has more than 179 megapixels, over the limit of 40 megapixels"),
     ],

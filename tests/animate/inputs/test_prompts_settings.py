@@ -1,6 +1,7 @@
 import re
 
 import pytest
+import torch
 
 from animate import InputError, Settings, parse_prompts, settings_from_inputs
 from animate.inputs.settings import INPUT_DEFAULTS
@@ -87,10 +88,24 @@ def test_missing_seed_is_drawn_from_the_os_and_printed(capsys):
     assert all(0 <= s <= 2**32 - 1 for s in seeds)
 
 
-@pytest.mark.parametrize("seed", [-1, 2**32])
-def test_seed_outside_32_bits_is_rejected(seed):
-    with pytest.raises(InputError, match="seed"):
+@pytest.mark.parametrize("seed", [-1, 2**32, -(2**63), 2**64 - 1, 7.0])
+def test_every_seed_torch_takes_is_used_and_printed_as_given(seed, capsys):
+    assert settings_from_inputs(**inputs(seed=seed)).seed == seed
+    assert f"Using seed: {int(seed)}" in capsys.readouterr().out.splitlines()
+    torch.Generator("cpu").manual_seed(int(seed))  # what the walk does with it
+
+
+# Beyond torch's range; the floats are what the server makes of JSON integers beyond 64 bits.
+@pytest.mark.parametrize("seed", [-(2**63) - 1, 2**64, float(-(2**63)), float(2**64), 1e30])
+def test_seed_torch_refuses_is_refused_in_one_sentence(seed):
+    with pytest.raises(InputError) as refused:
         settings_from_inputs(**inputs(seed=seed))
+    message = str(refused.value)
+    assert message.startswith(f"seed {seed} is out of range: use a whole number from -{2**63} to {2**64 - 1}.")
+    assert message.count(". ") == 0
+    if isinstance(seed, int):
+        with pytest.raises((RuntimeError, ValueError)):
+            torch.Generator("cpu").manual_seed(seed)
 
 
 def test_settings_reject_empty_prompt_piece():

@@ -1,3 +1,4 @@
+import json
 import re
 
 import torch
@@ -59,13 +60,17 @@ def test_short_prompts_log_nothing(components, capsys):
 
 
 def test_cut_of_a_very_long_prompt_is_quoted_briefly(components, capsys):
-    from animate.text.clip import CUT_EXCERPT_CHARS
+    from animate.text.clip import CHARACTER_COUNT_NOTE, CUT_EXCERPT_CHARS
 
     encode_prompts(components.tokenizer, components.text_encoder, ["a red apple " * 800])
     lines = [line for line in capsys.readouterr().out.splitlines() if "cut" in line]
     assert len(lines) == 1
-    assert re.fullmatch(r"Prompt 1 is \d+ tokens long .* so its last \d+ tokens were cut, from: '[a-z ]+'\.\.\.", lines[0])
-    assert len(lines[0]) < 150 + CUT_EXCERPT_CHARS
+    assert re.fullmatch(
+        r"Prompt 1 is \d+ tokens long .* so its last \d+ tokens were cut, from: '[a-z ]+'\.\.\."
+        + re.escape(CHARACTER_COUNT_NOTE),
+        lines[0],
+    )
+    assert len(lines[0]) < 150 + CUT_EXCERPT_CHARS + len(CHARACTER_COUNT_NOTE)
 
 
 def test_long_prompt_gives_only_the_projects_message(tiny_weights, capsys, caplog):
@@ -77,3 +82,22 @@ def test_long_prompt_gives_only_the_projects_message(tiny_weights, capsys, caplo
     tokenize(tokenizer, ["x " * 100])
     assert "Prompt 1 is 102 tokens long" in capsys.readouterr().out
     assert not [record.getMessage() for record in caplog.records if "sequence length" in record.getMessage()]
+
+
+def test_only_a_tokenizer_without_word_pieces_says_it_counts_characters(tiny_weights, tmp_path, capsys):
+    """The tiny tokenizer has no merges; one with merges (CLIP's has 48,894) says nothing more."""
+    from animate.text.clip import CHARACTER_COUNT_NOTE
+
+    folder = tiny_weights / "stable-diffusion" / "tokenizer"
+    tokenize(CLIPTokenizer.from_pretrained(folder), ["x " * 100])
+    assert capsys.readouterr().out.rstrip("\n").endswith(CHARACTER_COUNT_NOTE)
+    merged = tmp_path / "tokenizer"
+    merged.mkdir()
+    vocab = json.loads((folder / "vocab.json").read_text())
+    vocab["xy</w>"] = len(vocab)
+    (merged / "vocab.json").write_text(json.dumps(vocab))
+    (merged / "merges.txt").write_text("#version: 0.2\nx y</w>\n")
+    (merged / "tokenizer_config.json").write_bytes((folder / "tokenizer_config.json").read_bytes())
+    tokenize(CLIPTokenizer.from_pretrained(merged), ["xy " * 100])
+    line = capsys.readouterr().out
+    assert "Prompt 1 is 102 tokens long" in line and CHARACTER_COUNT_NOTE not in line
