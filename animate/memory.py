@@ -154,7 +154,8 @@ class DeviceMemory:
         if self.device.type != "cuda":
             return None
         free_bytes, _ = torch.cuda.mem_get_info(self.device)
-        return usable_cuda_bytes(free_bytes, torch.cuda.memory_reserved(self.device), torch.cuda.memory_allocated(self.device))
+        reserved, allocated = torch.cuda.memory_reserved(self.device), torch.cuda.memory_allocated(self.device)
+        return usable_cuda_bytes(free_bytes, reserved, allocated)
 
     def before_batch(self, stage: str, size: int) -> None:
         """A batch of `size` items of `stage` (a key of BATCHED_STAGES) is about to run."""

@@ -62,8 +62,6 @@ from animate.weights import Components, require_upscaler
 
 # Frames per device-to-host copy; a few frames, so host memory stays small at 1024x768.
 HOST_CHUNK = 8
-
-
 # Pacings: keyframes evenly along the embedding walk, or where the picture changes (docs/behaviour.md, "Pacing").
 PACINGS = ("linear", "even")
 
@@ -175,7 +173,8 @@ class DiffusionRenderer:
         noise = latent_noise(self.generator, settings.height, settings.width, components.device, components.dtype)
         if init_pixels is None:
             # One latent: nothing to halve, but a shared start that does not fit ends in one sentence.
-            _, (self.shared, self.scheduler, self.remaining) = stage_batches(components, progress, "shared start", 1).run(
+            shared_start = stage_batches(components, progress, "shared start", 1)
+            _, (self.shared, self.scheduler, self.remaining) = shared_start.run(
                 0, 1, lambda start, stop: shared_denoise(
                     components.unet, scheduler, noise, settings.num_inference_steps,
                     settings.prompt_strength, middle, self.uncond, settings.guidance_scale, progress, self.generator,
@@ -298,8 +297,9 @@ def walk_keyframes(
     """Render every keyframe, in two rounds with even pacing (even_places); safety-check
     them (unless the settings disable it) and report them to `progress` in walk order, as
     soon as their place in it is final, and then yield their PNGs (with
-    intermediate_output; upscaled like the frames when `upscaling` has the upscaler's batches). Returns the plan as walked (with even pacing: its places and
-    frames per gap) and the keyframes' latents (K, 4, h, w) and images (K, 3, H, W)."""
+    intermediate_output; upscaled like the frames when `upscaling` has the upscaler's
+    batches). Returns the plan as walked (with even pacing: its places and frames per gap)
+    and the keyframes' latents (K, 4, h, w) and images (K, 3, H, W)."""
     safety_checker = None if settings.disable_safety_checker else components.safety_checker
     if safety_checker is None and components.safety_checker is not None:
         progress.log("safety check", "skipped, as disable_safety_checker asks")
@@ -435,7 +435,8 @@ def paced_by_the_music(settings: Settings, plan: KeyframePlan, progress: Progres
         f"{min(gaps)} to {max(gaps)} frames",
     )
     unused = ["num_interpolation_steps"] + (["pacing"] if settings.pacing != "linear" else [])
-    progress.log("audio", f"the music sets the frames, so {' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used")
+    verb = "is" if len(unused) == 1 else "are"
+    progress.log("audio", f"the music sets the frames, so {' and '.join(unused)} {verb} not used")
     return plan
 
 
@@ -486,15 +487,14 @@ def animate(
     progress = Progress() if progress is None else progress
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    # Read first, so that a sound or picture that cannot be used fails the walk before any model runs.
+    # Checked and read first, so that a request this server cannot serve, or a sound or a
+    # picture that cannot be used, fails the walk before any model runs.
+    require_upscaler(components, settings.upscale)
     plan = paced_by_the_music(settings, plan_for(settings), progress)
     walk = f"Walk over {len(settings.prompts)} prompts" + (" and back to the first" if plan.loop else "")
     progress.log(
         walk, f"{plan.num_keyframes} keyframes, {plan.num_frames} frames, {plan.num_output_frames} in the animation"
     )
-
-    # Checked first, so that a request this server cannot serve fails before any model runs.
-    require_upscaler(components, settings.upscale)
     upscaling = upscale_batches(components, settings, progress)
     init_pixels = None
     if settings.init_image is not None:

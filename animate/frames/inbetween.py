@@ -23,7 +23,9 @@ from animate.slerp import slerp
 def closes_the_loop(num_keyframes: int, gap_frames: Sequence[int]) -> bool:
     """Whether the gaps close back to the first keyframe: K gaps (loop) rather than K - 1."""
     if len(gap_frames) not in (num_keyframes - 1, num_keyframes):
-        raise ValueError(f"{num_keyframes} keyframes have {num_keyframes - 1} gaps, or {num_keyframes} as a loop, not {len(gap_frames)}")
+        raise ValueError(
+            f"{num_keyframes} keyframes have {num_keyframes - 1} gaps, or {num_keyframes} as a loop, not {len(gap_frames)}"
+        )
     return len(gap_frames) == num_keyframes
 
 

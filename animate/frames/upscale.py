@@ -31,7 +31,9 @@ SMALLEST_CALL = (MIN_TILE + 2 * TILE_OVERLAP) ** 2
 def upscale_images(upscaler, images: torch.Tensor, factor: int, batches: StageBatches) -> torch.Tensor:
     """upscale_batch with the input pixels per call of `batches` (stage "upscale"), halved
     and done again when a call runs out of memory (animate.memory)."""
-    return batches.sized(lambda pixels_per_call: upscale_batch(upscaler, images, factor, pixels_per_call), SMALLEST_CALL)
+    return batches.sized(
+        lambda pixels_per_call: upscale_batch(upscaler, images, factor, pixels_per_call), SMALLEST_CALL
+    )
 
 
 def upscale_batch(upscaler, images: torch.Tensor, factor: int, pixels_per_call: int) -> torch.Tensor:
@@ -109,8 +111,9 @@ def upscaled_frames(
 
     Frames are taken from `frames` (which makes them: in-betweens, outside this stage) as
     many at a time as fit in the input pixels per call of `batches`, at least one, and
-    upscaled together (upscale_images) in stage "upscale" of `progress`. progress.step("upscale", frames done, total, "4x") comes before
-    each batch, a place to stop, and after each frame, as for the in-betweens.
+    upscaled together (upscale_images) in stage "upscale" of `progress`.
+    progress.step("upscale", frames done, total, "4x") comes before each batch, a place to
+    stop, and after each frame, as for the in-betweens.
     """
     iterator = iter(frames)
     detail = f"{factor}x"
