@@ -23,17 +23,18 @@ TILE_OVERLAP = 34
 # The smallest tile side, in input pixels, however small the budget: smaller tiles would
 # spend most of each call on their overlap.
 MIN_TILE = 32
-# The fewest input pixels per call that still changes the calls: a budget below this gives
-# MIN_TILE tiles all the same, so out-of-memory recovery halves the budget down to it only.
-SMALLEST_CALL = (MIN_TILE + 2 * TILE_OVERLAP) ** 2
+# The fewest input pixels per call that still changes the calls of a large frame: a budget
+# below this gives MIN_TILE tiles all the same (see upscale_images).
+SMALLEST_TILE_CALL = (MIN_TILE + 2 * TILE_OVERLAP) ** 2
 
 
 def upscale_images(upscaler, images: torch.Tensor, factor: int, batches: StageBatches) -> torch.Tensor:
-    """upscale_batch with the input pixels per call of `batches` (stage "upscale"), halved
-    and done again when a call runs out of memory (animate.memory)."""
-    return batches.sized(
-        lambda pixels_per_call: upscale_batch(upscaler, images, factor, pixels_per_call), SMALLEST_CALL
-    )
+    """upscale_batch of images (B, 3, H, W) with the input pixels per call of `batches`
+    (stage "upscale"), halved and done again when a call runs out of memory (animate.memory):
+    down to one frame per call, and for a frame larger than SMALLEST_TILE_CALL on to tiles
+    of MIN_TILE, below which a smaller budget would make the same calls."""
+    smallest = min(SMALLEST_TILE_CALL, images.shape[-2] * images.shape[-1])
+    return batches.sized(lambda pixels_per_call: upscale_batch(upscaler, images, factor, pixels_per_call), smallest)
 
 
 def upscale_batch(upscaler, images: torch.Tensor, factor: int, pixels_per_call: int) -> torch.Tensor:

@@ -8,13 +8,16 @@ torch.cuda.OutOfMemoryError for batches above a chosen size in a chosen stage.
 """
 
 import dataclasses
+import io
 import re
 
 import pytest
 import torch
+from PIL import Image
 
 from animate import animate
 from animate.frames.inbetween import film_frames
+from animate.frames.upscale import upscale_images
 from animate.memory import BATCHED_STAGES, GpuMemoryError, StageBatches
 from animate.progress import Progress
 from tests.animate.diffusion.test_diffusion import picture_file
@@ -103,6 +106,51 @@ def test_the_text_encoders_of_sdxl_split_their_call_too(tmp_path, capsys):
     # measured 4.2e-6 apart), which can flip a pixel of the GIF: the keyframes are the test.
     assert files.keys() == expected_files.keys()
     torch.testing.assert_close(keyframes, expected_keyframes, **TOLERANCE)
+
+
+@torch.inference_mode()
+def test_the_upscaler_halves_its_input_pixels_down_to_one_frame_then_tiles(components):
+    """upscale_images counts its batches in input pixels: 4 frames of 64x64 per call, then
+    2; a 160x160 frame whole, then in tiles, down to the smallest tile call (32x32 tiles read
+    with their 34-pixel overlap: 100x100 pixels). The frames are what one call gives."""
+    images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    whole = upscale_images(components.upscaler, images, 2, StageBatches("upscale", 4 * 64 * 64))
+    memory = FakeMemory(limits={"upscale": 2 * 64 * 64})
+    split = upscale_images(components.upscaler, images, 2, StageBatches("upscale", 4 * 64 * 64, memory))
+    assert memory.sizes("upscale") == [16_384, 8_192]
+    torch.testing.assert_close(split, whole, **TOLERANCE)
+
+    large = torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(4))
+    whole = upscale_images(components.upscaler, large, 2, StageBatches("upscale", 160 * 160))
+    memory = FakeMemory(limits={"upscale": 12_000})
+    tiled = upscale_images(components.upscaler, large, 2, StageBatches("upscale", 160 * 160, memory))
+    assert memory.sizes("upscale") == [25_600, 12_800, 10_000]
+    torch.testing.assert_close(tiled, whole, **TOLERANCE)
+
+
+def test_an_upscaled_walk_splits_its_upscaler_calls_and_keeps_the_smaller_size(components, tmp_path, capsys):
+    """The walk's 13 frames of 64x64 go to the upscaler as one batch, at 2,097,152 input
+    pixels per call (the most), which runs out of memory; halved down to two frames' worth,
+    the same batch is upscaled again, two frames per call."""
+    memory = FakeMemory(LARGE, limits={"upscale": 2 * 64 * 64})
+    _, files = walk(components, tmp_path, memory, upscale="2x")
+    halvings = [2_097_152 >> halved for halved in range(9)]  # ... 16,384 and 8,192
+    assert memory.sizes("upscale") == halvings
+    assert split_lines(capsys.readouterr().out) == [
+        f"upscale: out of GPU memory at {size} input pixels per batch; trying again at {size // 2}"
+        for size in halvings[:-1]
+    ]
+    with Image.open(io.BytesIO(files["animation.gif"])) as gif:
+        assert (gif.n_frames, gif.size) == (13, (128, 128))
+
+
+def test_an_upscaler_call_of_one_small_frame_that_does_not_fit_ends_the_walk_in_one_sentence(components, tmp_path):
+    with pytest.raises(GpuMemoryError) as caught:
+        walk(components, tmp_path / "out", FakeMemory(LARGE, limits={"upscale": 0}), upscale="2x")
+    assert str(caught.value) == (
+        "The GPU ran out of memory upscaling frames, even at 4,096 input pixels per batch: "
+        "choose a smaller upscale, or lower width and height."
+    )
 
 
 def test_the_safety_check_splits_its_batch(components, tmp_path, make_safety_checker):
