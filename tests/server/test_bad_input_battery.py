@@ -21,12 +21,13 @@ What coglet 0.23.1 does, as these tests pin it down:
 
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.server.live_server import succeeded_outputs
+from tests.server.live_server import BUSY_RETRY_S, succeeded_outputs
 
 # Small enough that a prediction takes a fraction of a second with tiny weights.
 GOOD = {
@@ -42,7 +43,18 @@ COGLET_PREFIX = re.compile(r"^Prediction failed: Generator iteration error: \w+:
 
 
 def send(server, body: bytes, content_type: str = "application/json") -> tuple[int, str, str]:
-    """POST raw bytes to /predictions; (status, content type, body text)."""
+    """POST raw bytes to /predictions; (status, content type, body text). A 409 (the server
+    still busy for a moment after the previous answer) is retried, as LiveServer.predict does."""
+    deadline = time.monotonic() + BUSY_RETRY_S
+    while True:
+        status, content_type_back, text = post_once(server, body, content_type)
+        if status != 409 or time.monotonic() > deadline:
+            return status, content_type_back, text
+        time.sleep(0.05)
+
+
+def post_once(server, body: bytes, content_type: str) -> tuple[int, str, str]:
+    """One POST of raw bytes to /predictions; (status, content type, body text)."""
     request = urllib.request.Request(
         f"{server.base_url}/predictions", data=body, headers={"Content-Type": content_type}, method="POST"
     )
