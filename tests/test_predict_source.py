@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from animate.diffusion.schedulers import SCHEDULER_NAMES
-from animate.inputs.settings import INPUT_DEFAULTS, MAX_SEED, MIN_SEED
+from animate.inputs.settings import INPUT_DEFAULTS, MAX_SEED, MIN_SEED, UPSCALE_FACTORS
 from animate.pipeline import PACINGS
 from tests.conftest import REPO_ROOT
 from tests.test_schema import (
@@ -183,6 +183,10 @@ def test_scheduler_choices_are_the_samplers_the_walk_knows():
 
 def test_pacing_choices_are_the_pacings_the_walk_knows():
     assert static_inputs(PREDICT_PY.read_text())["pacing"]["enum"] == list(PACINGS)
+
+
+def test_upscale_choices_are_the_factors_the_walk_knows():
+    assert static_inputs(PREDICT_PY.read_text())["upscale"]["enum"] == list(UPSCALE_FACTORS)
 
 
 def test_predict_py_literals_are_the_project_defaults():
